@@ -1,0 +1,211 @@
+"""Typed experiment configuration.
+
+The schema is a tree of dataclasses; ``load_config`` turns it into an OmegaConf structured config and merges,
+in order, the schema's defaults, each YAML file and the ``key=value`` overrides. Because the config is
+structured, an unknown key or a value of the wrong type is refused; we re-raise OmegaConf's error as a
+``ConfigError`` that names the key, where it came from and, for a near-miss, the closest valid key.
+
+Library code never receives this tree: entry points pick the fields a component needs and pass them as
+arguments or as the small dataclasses below (``DataConfig``, ``ModelConfig``, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+
+class DType(str, enum.Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class DataLayout(str, enum.Enum):
+    """Where images and label maps lie below ``data.root`` (see ``lumen.data.paths``)."""
+
+    auto = "auto"  # the official layout if its folders exist, else the cocostuff README's
+    official = "official"  # {root}/{split}2017, {root}/stuffthingmaps_trainval2017/{split}2017
+    cocostuff = "cocostuff"  # {root}/images/{split}2017, {root}/annotations/{split}2017
+
+
+class LabelSource(str, enum.Enum):
+    """Which label maps to read with the images (all decoded to the stuffthingmaps convention)."""
+
+    none = "none"
+    stuffthingmaps = "stuffthingmaps"  # PNG, value = COCO-Stuff id - 1, 255 unlabeled
+    stuff_json = "stuff_json"  # compressed RLE in stuff_{split}2017.json, stuff classes only
+
+
+@dataclass
+class ModelConfig:
+    """Stable Diffusion weights: a local diffusers folder or a Hugging Face model id."""
+
+    pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    revision: Optional[str] = None
+    variant: Optional[str] = None  # e.g. "fp16" to read the half-precision files of a model id
+    dtype: DType = DType.float32  # dtype of the frozen parts (VAE, UNet, text encoder)
+
+
+@dataclass
+class DataConfig:
+    """A COCO-Stuff / COCO captions data set on disk (see data/README.md for the layouts)."""
+
+    root: str = "data/coco-stuff"
+    layout: DataLayout = DataLayout.auto
+    train_split: str = "train"
+    val_split: str = "val"
+    # Explicit paths override the layout; "{root}" and "{split}" are filled in.
+    images_dir: Optional[str] = None
+    captions_file: str = "{root}/annotations/captions_{split}2017.json"
+    stuff_file: str = "{root}/annotations/stuff_{split}2017.json"
+    label_maps_dir: Optional[str] = None
+    labels: LabelSource = LabelSource.none
+    resolution: int = 512  # shorter side resized to this, then centre-cropped to a square
+    # A split with more unusable images (missing, unreadable, truncated) than this fraction is refused.
+    max_bad_fraction: float = 0.01
+    num_workers: int = 2
+    limit: Optional[int] = None  # use only the first N images of each split (by image id)
+
+
+@dataclass
+class SyntheticDataConfig:
+    """The embedded default's data set, written in the official layout by ``lumen.data.synthetic``."""
+
+    num_train: int = 48
+    num_val: int = 8
+    width: int = 160
+    height: int = 128
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
+    empty_prompt_probability: float = 0.5
+
+
+@dataclass
+class TinyModelConfig:
+    """Seed of the tiny random-weight Stable Diffusion that the demo and tests build."""
+
+    seed: int = 0
+
+
+@dataclass
+class LumenConfig:
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _valid_keys(parent: str) -> list[str]:
+    """Field names of the schema section at dotted path ``parent`` ('' for the root)."""
+    node: Any = LumenConfig()
+    for part in [p for p in parent.split(".") if p]:
+        node = getattr(node, part, None)
+    return [f.name for f in fields(node)] if is_dataclass(node) else []
+
+
+def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+    key = str(key)
+    if isinstance(err, ConfigKeyError) or "Key '" in str(err) and "not in" in str(err):
+        parent, _, leaf = key.rpartition(".")
+        candidates = _valid_keys(parent)
+        full = [f"{parent}.{c}" if parent else c for c in candidates]
+        close = difflib.get_close_matches(leaf, candidates, n=1, cutoff=0.6)
+        hint = f" Did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+        listing = ", ".join(full) if full else "(none: this section takes no keys)"
+        return ConfigError(f"unknown config key '{key}' (from {source}).{hint}\n  valid keys here: {listing}")
+    msg = str(err).splitlines()[0]
+    return ConfigError(f"bad value for config key '{key}' (from {source}): {msg}")
+
+
+def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise _explain(err, source) from None
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> LumenConfig:
+    """Merge the schema's defaults, ``files`` in order, then ``overrides`` (``key=value``).
+
+    Returns the validated config as plain dataclasses (interpolations such as ``${output_dir}`` resolved).
+    Raises ``ConfigError`` naming the key and its source when anything does not fit the schema.
+    """
+    cfg = OmegaConf.structured(LumenConfig)
+    for path in files:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml syntax errors come in several types
+            raise ConfigError(f"cannot parse {path} as YAML: {err}") from None
+        if loaded is None:
+            continue
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path} must hold a mapping of config keys, found {type(loaded).__name__}")
+        cfg = _merge(cfg, loaded, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.empty_prompt_probability=0.1)")
+        try:
+            dot = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"cannot parse override '{item}': {err}") from None
+        cfg = _merge(cfg, dot, f"command-line override '{item}'")
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise _explain(err, "interpolation") from None
+
+
+def to_yaml(cfg: LumenConfig) -> str:
+    """The resolved config as YAML (enums as their names), as written next to every output."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: LumenConfig, output_dir: str | Path) -> Path:
+    """Write the resolved config to ``output_dir/config.yaml`` and return that path."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    return path
+
+
+def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) -> LumenConfig:
+    """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every entry point takes it."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("items", nargs="+", metavar="CONFIG.yaml | key=value",
+                        help="config files merged in order, then key=value overrides")
+    args = parser.parse_args(argv)
+    files = [a for a in args.items if "=" not in a]
+    overrides = [a for a in args.items if "=" in a]
+    if not files:
+        parser.error("give at least one config file, e.g. configs/tiny.yaml")
+    try:
+        return load_config(files, overrides)
+    except ConfigError as err:
+        print(f"{prog}: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""COCO-Stuff / COCO captions on disk: paths, reader, transforms, preflight and the synthetic data set."""

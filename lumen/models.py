@@ -1,0 +1,125 @@
+"""Load the parts of Stable Diffusion (VAE, UNet, text encoder, tokenizer, noise scheduler).
+
+Every part is read with its class's ``from_pretrained`` from a diffusers-format folder (``model_index.json``
+plus one subfolder per part) or from a Hugging Face model id. The tiny random-weight model of the demo and
+the tests (``lumen.tiny_sd``) is saved in the same format, so it takes exactly this code path too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+class ModelNotFoundError(RuntimeError):
+    """The weights are neither in a local folder nor in the hub cache, and cannot be downloaded."""
+
+
+@dataclass
+class SDComponents:
+    """The frozen Stable Diffusion parts, loaded once and shared by every stage."""
+
+    vae: "AutoencoderKL"  # noqa: F821
+    unet: "UNet2DConditionModel"  # noqa: F821
+    text_encoder: "CLIPTextModel"  # noqa: F821
+    tokenizer: "CLIPTokenizer"  # noqa: F821
+    noise_scheduler: "DDPMScheduler"  # noqa: F821
+    source: str  # the folder or model id they were read from
+
+    def to(self, device: torch.device | str) -> "SDComponents":
+        for module in (self.vae, self.unet, self.text_encoder):
+            module.to(device)
+        return self
+
+
+def _where_to_put(model: str) -> str:
+    return (
+        f"To use '{model}' without network access, download it once on a machine that has access\n"
+        f"  (hf download {model} --local-dir weights/{model.split('/')[-1]})\n"
+        f"and point the config at that folder (model.pretrained=weights/{model.split('/')[-1]}), or copy a\n"
+        f"Hugging Face cache that holds it to this machine (HF_HOME). A diffusers folder holds model_index.json\n"
+        f"and the subfolders {', '.join(COMPONENTS)}."
+    )
+
+
+def resolve_model_location(model: str, revision: Optional[str] = None) -> tuple[str, bool]:
+    """Decide where ``model`` is read from before any weights are loaded.
+
+    Returns ``(location, local_files_only)``. A local folder must be a diffusers folder. A model id is used
+    from the hub cache when cached; otherwise the hub must be reachable, which is checked with one quick
+    request so that a machine without network fails at once with advice, instead of after minutes of
+    retries with a stack trace from the hub client.
+    """
+    path = Path(model).expanduser()
+    looks_like_path = path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1
+    if path.exists() or looks_like_path:
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"model.pretrained='{model}' is not a folder. Expected a diffusers folder (with model_index.json) "
+                f"or a Hugging Face model id such as stable-diffusion-v1-5/stable-diffusion-v1-5."
+            )
+        missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+        if missing:
+            raise ModelNotFoundError(
+                f"{path} is not a complete diffusers folder: missing subfolder(s) {', '.join(missing)}. "
+                f"Save the model with StableDiffusionPipeline.save_pretrained, or build the tiny one with "
+                f"'python scripts/make_tiny_sd.py {path}'."
+            )
+        return str(path), True
+
+    from huggingface_hub import model_info, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    if isinstance(cached, str):
+        return model, True
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline:
+        raise ModelNotFoundError(f"'{model}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set.\n"
+                                 + _where_to_put(model))
+    try:
+        model_info(model, revision=revision, timeout=10)
+    except Exception as err:  # network errors, unknown or gated repositories: all mean "cannot fetch"
+        raise ModelNotFoundError(
+            f"cannot fetch '{model}' from the Hugging Face Hub ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+            + _where_to_put(model)
+        ) from None
+    return model, False
+
+
+def load_sd_components(
+    model: str,
+    revision: Optional[str] = None,
+    variant: Optional[str] = None,
+    dtype: torch.dtype = torch.float32,
+) -> SDComponents:
+    """Load VAE, UNet, text encoder, tokenizer and the DDPM training noise scheduler of an SD 1.x model.
+
+    Args:
+        model: a diffusers folder or a model id (e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``).
+        revision: git revision of a model id.
+        variant: weight file variant (e.g. ``"fp16"``).
+        dtype: dtype of the VAE, UNet and text encoder. They are frozen (``requires_grad_(False)``, eval mode).
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    location, local_only = resolve_model_location(model, revision)
+    common = dict(revision=revision, local_files_only=local_only)
+    weights = dict(common, variant=variant, torch_dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(location, subfolder="vae", **weights)
+    unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", **weights)
+    text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", **weights)
+    tokenizer = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **common)
+    # Training adds noise with the DDPM schedule the model was trained with, whatever its sampling scheduler.
+    noise_scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", **common)
+    for module in (vae, unet, text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    return SDComponents(vae, unet, text_encoder, tokenizer, noise_scheduler, source=model)

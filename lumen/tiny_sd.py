@@ -1,0 +1,187 @@
+"""Build a tiny Stable Diffusion with seeded random weights, from the real diffusers / transformers classes.
+
+Nothing can be downloaded at run time in the demo and the tests, so they use this model instead of SD 1.5.
+It has SD 1.5's *structure* where our code depends on it (a VAE that downsamples by 8, a UNet with four
+resolution levels and three sub-layers per decoder block, so decoder layers 2/5/8 exist; a CLIP text encoder
+with a byte-level BPE tokenizer of 77 tokens; SD 1.5's noise schedule) at a size that runs in seconds on a CPU.
+It is saved with ``StableDiffusionPipeline.save_pretrained`` and read back with ``from_pretrained``: the
+same path real weights take. The same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import torch
+
+# Words the tokenizer's merges are learned from: the vocabulary of the synthetic captions and of common
+# prompt edits, so that captions become word-level tokens, as with CLIP's real 49K-token vocabulary.
+_TOKENIZER_CORPUS = """
+a an the of on in at under over above below with and near by next to beside behind front middle
+sky blue grey gray cloudy clouds sunny grass green field meadow sea ocean water waves sand beach desert
+wall brick concrete floor room snow mountain road street tree trees forest river
+ball kite car person dog cat bird bus boat chair sign plant box red yellow orange white black purple pink
+brown round square small large big little two three one some there is are photo picture painting drawing
+sketch view scene image day night winter summer autumn spring style watercolor oil cartoon photograph
+flying sitting standing parked lying floating
+"""
+
+
+def _learn_bpe_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
+    """Greedy byte-pair merges over ``words`` (each ends in ``</w>``, as CLIP's BPE expects).
+
+    Deterministic: ties between equally frequent pairs are broken by the pair itself.
+    """
+    vocab = collections.Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in words)
+    merges: list[tuple[str, str]] = []
+    for _ in range(num_merges):
+        pairs: collections.Counter = collections.Counter()
+        for symbols, count in vocab.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged = collections.Counter()
+        for symbols, count in vocab.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] += count
+        vocab = merged
+    return merges
+
+
+def build_tiny_tokenizer(num_merges: int = 400):
+    """A CLIP tokenizer (byte-level BPE, ``</w>`` word ends, 77 tokens) with a small learned vocabulary."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())  # the 256 byte symbols of byte-level BPE
+    tokens = alphabet + [c + "</w>" for c in alphabet]
+    merges = _learn_bpe_merges(sorted(set(_TOKENIZER_CORPUS.split())), num_merges)
+    tokens += ["".join(pair) for pair in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_tiny_sd(seed: int = 0):
+    """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible.
+
+    Returns a ``StableDiffusionPipeline`` (no safety checker) holding VAE, UNet, text encoder, tokenizer and
+    SD 1.5's PNDM scheduler configuration.
+    """
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    # Four blocks, so it downsamples by 8 like SD's VAE (the ControlNet's condition encoder assumes 8).
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=128,
+        scaling_factor=0.18215,
+    )
+    torch.manual_seed(seed + 1)
+    # SD 1.5's block types and layers_per_block=2 (three sub-layers per decoder block), tiny widths.
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=2,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    # SD 1.5's schedule: 1000 steps, scaled_linear betas 0.00085 -> 0.012, epsilon prediction.
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _write_tokenizer_like_sd15(tokenizer, folder: Path) -> None:
+    """Store the tokenizer as SD 1.5's folder does (vocab.json + merges.txt), so loading takes that route."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+
+
+def save_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the tiny SD and save it in diffusers format (``model_index.json`` + one folder per part).
+
+    The folder is written under a temporary name and renamed, so an interrupted build never leaves a
+    folder that looks complete. A ``lumen_tiny_sd.json`` records the seed it was built with.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe = build_tiny_sd(seed)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    _write_tokenizer_like_sd15(pipe.tokenizer, tmp / "tokenizer")
+    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "builder": "lumen.tiny_sd"}, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def tiny_sd_seed(folder: str | Path) -> int | None:
+    """The seed a tiny SD folder was built with, or None when it is not one (or is incomplete)."""
+    marker = Path(folder) / "lumen_tiny_sd.json"
+    if not marker.is_file():
+        return None
+    return int(json.loads(marker.read_text())["seed"])
