@@ -1,0 +1,37 @@
+"""Shared fixtures: the tiny Stable Diffusion and the synthetic data set are built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the suite may reach the Hub; tests that check the online path set their own environment.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    from lumen.tiny_sd import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    from lumen.data.synthetic import write_synthetic_coco_stuff
+
+    return write_synthetic_coco_stuff(tmp_path_factory.mktemp("data") / "coco", num_train=12, num_val=4,
+                                      width=96, height=80, seed=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real COCO / COCO-Stuff files beside the project; tests using them skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

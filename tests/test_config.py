@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import pytest
+
+from lumen.config import ConfigError, DataLayout, LabelSource, config_from_argv, load_config, save_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_files_and_overrides_merge_in_order(tmp_path):
+    first = write(tmp_path, "a.yaml", "seed: 1\ndata:\n  resolution: 256\n  root: /a\n")
+    second = write(tmp_path, "b.yaml", "data:\n  root: /b\n")
+    cfg = load_config([first, second], ["data.resolution=384", "data.labels=stuff_json"])
+    assert cfg.seed == 1
+    assert cfg.data.root == "/b"
+    assert cfg.data.resolution == 384
+    assert cfg.data.labels is LabelSource.stuff_json
+    assert cfg.data.max_bad_fraction == 0.01  # untouched default
+
+
+def test_unknown_key_in_file_names_key_file_and_suggestion(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "train:\n  empty_prompt_probabilty: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([bad])
+    text = str(err.value)
+    assert "train.empty_prompt_probabilty" in text
+    assert str(bad) in text
+    assert "did you mean train.empty_prompt_probability" in text.lower()
+
+
+def test_unknown_override_names_key_and_suggests_section():
+    with pytest.raises(ConfigError) as err:
+        load_config([], ["dta.root=/x"])
+    assert "'dta'" in str(err.value) and "command-line override" in str(err.value)
+    assert "did you mean data" in str(err.value).lower()
+
+
+def test_unknown_key_without_near_miss_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config([], ["data.zzz=1"])
+    assert "did you mean" not in str(err.value).lower()
+    assert "data.resolution" in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [("data.resolution=big", "data.resolution"),
+                                           ("data.layout=sideways", "data.layout"),
+                                           ("seed=1.5", "seed")])
+def test_wrong_type_or_choice_is_refused(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config([], [override])
+    assert f"'{key}'" in str(err.value)
+
+
+def test_override_without_equals_is_refused():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config([], ["data.root"])
+
+
+def test_missing_file_and_non_mapping_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config([write(tmp_path, "list.yaml", "- 1\n- 2\n")])
+
+
+def test_interpolation_is_resolved(tmp_path):
+    cfg = load_config([REPO / "configs" / "tiny.yaml"], [f"output_dir={tmp_path}/run"])
+    assert cfg.model.pretrained == f"{tmp_path}/run/tiny-sd"
+    assert cfg.data.root == f"{tmp_path}/run/data"
+
+
+def test_saved_config_reloads_to_the_same_values(tmp_path):
+    cfg = load_config([REPO / "configs" / "tiny.yaml"], ["seed=7", "data.layout=cocostuff"])
+    path = save_config(cfg, tmp_path)
+    assert path == tmp_path / "config.yaml"
+    again = load_config([path])
+    assert again == cfg
+    assert again.data.layout is DataLayout.cocostuff
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "lumen_sd15_coco_stuff.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config([REPO / "configs" / name])
+    assert cfg.data.resolution in (128, 512)
+
+
+def test_real_run_config_is_sd15_at_512_in_bf16():
+    cfg = load_config([REPO / "configs" / "lumen_sd15_coco_stuff.yaml"])
+    assert cfg.model.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert cfg.model.dtype.value == "bfloat16"
+    assert cfg.data.resolution == 512
+
+
+def test_entry_point_parser_exits_with_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        config_from_argv([str(REPO / "configs" / "tiny.yaml"), "data.lerning=1"], "x.py", "test")
+    assert exit_info.value.code == 2
+    assert "data.lerning" in capsys.readouterr().err

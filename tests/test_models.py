@@ -1,0 +1,118 @@
+import time
+
+import pytest
+import torch
+
+from lumen.models import ModelNotFoundError, load_sd_components, resolve_model_location
+from lumen.tiny_sd import build_tiny_sd, build_tiny_tokenizer, save_tiny_sd, tiny_sd_seed
+
+
+def unet_output(unet, text_encoder, tokenizer):
+    torch.manual_seed(1)
+    latents = torch.randn(2, 4, 16, 16)
+    ids = tokenizer(["a red ball on the grass", ""], padding="max_length", max_length=77,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        text = text_encoder(ids)[0]
+        return unet(latents, torch.tensor([10, 500]), encoder_hidden_states=text).sample
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = build_tiny_sd(0), build_tiny_sd(0), build_tiny_sd(1)
+    for name in ("unet", "vae", "text_encoder"):
+        sa, sb, sc = (getattr(p, name).state_dict() for p in (a, b, c))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+        assert not all(torch.equal(sa[k], sc[k]) for k in sa), name
+
+
+def test_save_load_gives_identical_output(tiny_sd_dir):
+    built = build_tiny_sd(0)
+    parts = load_sd_components(str(tiny_sd_dir))
+    expected = unet_output(built.unet, built.text_encoder, built.tokenizer)
+    got = unet_output(parts.unet, parts.text_encoder, parts.tokenizer)
+    assert torch.equal(expected, got)
+    with torch.no_grad():
+        image = torch.rand(1, 3, 128, 128) * 2 - 1
+        assert torch.equal(built.vae.encode(image).latent_dist.mean, parts.vae.encode(image).latent_dist.mean)
+    assert tiny_sd_seed(tiny_sd_dir) == 0
+
+
+def test_loaded_parts_are_frozen_and_scheduler_is_sd15s(tiny_sd_dir):
+    parts = load_sd_components(str(tiny_sd_dir), dtype=torch.bfloat16)
+    assert not any(p.requires_grad for p in parts.unet.parameters())
+    assert parts.unet.dtype == torch.bfloat16 and parts.vae.dtype == torch.bfloat16
+    config = parts.noise_scheduler.config
+    assert (config.num_train_timesteps, config.beta_start, config.beta_end, config.beta_schedule) == (
+        1000, 0.00085, 0.012, "scaled_linear")
+    assert parts.vae.config.scaling_factor == pytest.approx(0.18215)
+
+
+def test_diffusers_pipeline_loads_and_samples(tiny_sd_dir):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe("a ball", num_inference_steps=2, height=64, width=64, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 64, 64, 3)
+
+
+def test_tokenizer_folder_is_like_sd15_and_round_trips(tiny_sd_dir):
+    from transformers import CLIPTokenizer
+
+    folder = tiny_sd_dir / "tokenizer"
+    assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    assert not (folder / "tokenizer.json").exists()
+    loaded, built = CLIPTokenizer.from_pretrained(folder), build_tiny_tokenizer()
+    text = "A red Ball on the grass, under a blue sky!  watercolor 123 ü"
+    assert loaded(text).input_ids == built(text).input_ids
+    # Caption words are whole tokens, as with CLIP's real vocabulary.
+    assert loaded.tokenize("a red ball on the grass") == ["a</w>", "red</w>", "ball</w>", "on</w>", "the</w>",
+                                                          "grass</w>"]
+    assert loaded.model_max_length == 77
+
+
+def test_model_id_offline_fails_at_once_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError) as err:
+        load_sd_components("someone/not-cached-model")
+    assert time.perf_counter() - start < 5
+    assert "model.pretrained=" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+
+
+def test_model_id_unreachable_hub_fails_with_advice(monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "model_info", no_network)
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_location("someone/not-cached-model")
+    assert "cannot fetch 'someone/not-cached-model'" in str(err.value)
+    assert "--local-dir" in str(err.value)
+
+
+def test_incomplete_or_missing_folder_is_explained(tmp_path, tiny_sd_dir):
+    with pytest.raises(ModelNotFoundError, match="not a folder"):
+        resolve_model_location(str(tmp_path / "nowhere" / "sd"))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "unet").mkdir()
+    with pytest.raises(ModelNotFoundError, match="missing subfolder"):
+        resolve_model_location(str(partial))
+    assert resolve_model_location(str(tiny_sd_dir)) == (str(tiny_sd_dir), True)
+
+
+def test_interrupted_build_leaves_no_complete_looking_folder(tmp_path, monkeypatch):
+    import lumen.tiny_sd as tiny
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tiny, "_write_tokenizer_like_sd15", broken)
+    with pytest.raises(KeyboardInterrupt):
+        save_tiny_sd(tmp_path / "sd")
+    assert not (tmp_path / "sd").exists()
