@@ -2,7 +2,7 @@
 
 Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier run already made):
   1. build the tiny random-weight Stable Diffusion (diffusers format) under output_dir/tiny-sd;
-  2. write the synthetic data set in the official COCO-Stuff layout under data.root;
+  2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
   3. check the data set with the doctor, and load the model back through the real loading path.
 """
 
@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 
 from lumen.config import config_from_argv, save_config
+from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.doctor import run_doctor
+from lumen.data.paths import resolve_split_paths
+from lumen.data.preview import save_data_preview
 from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
 from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.tiny_sd import save_tiny_sd, tiny_sd_seed
@@ -53,6 +56,11 @@ def main(argv=None) -> int:
         print(f"    wrote {syn.num_train} train + {syn.num_val} val images to {cfg.data.root} "
               f"({time.perf_counter() - start:.1f} s)")
     summary.append(f"data set (official layout): {cfg.data.root}")
+    index = read_split(resolve_split_paths(cfg.data, cfg.data.val_split))
+    dataset = CocoStuffDataset(index, cfg.data.resolution, train=False, labels="stuffthingmaps")
+    preview = save_data_preview([dataset[i] for i in range(min(4, len(dataset)))], out / "data_preview.png",
+                                title=f"{cfg.data.val_split} split at {cfg.data.resolution} px (resized, centre-cropped)")
+    summary.append(f"picture of the data: {preview}")
 
     _stage(3, "doctor: preflight of the data set")
     passed, report = run_doctor(cfg.data, progress=False)

@@ -14,6 +14,7 @@ def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "doctor: PASS" in text and "Demo finished" in text
     assert (out / "config.yaml").is_file()
+    assert (out / "data_preview.png").stat().st_size > 10_000
     assert (out / "tiny-sd" / "model_index.json").is_file()
     assert len(list((out / "data" / "train2017").glob("*.jpg"))) == 6
     stamp = (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns

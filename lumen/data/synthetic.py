@@ -112,8 +112,8 @@ def _scene(rng: np.random.Generator, width: int, height: int):
         draw.polygon(peaks, fill=extra.id - 1)
         used.append(extra)
     things = []
-    for _ in range(int(rng.integers(1, 3))):
-        category, shape = pool[rng.integers(len(pool))]
+    for pick in rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False):
+        category, shape = pool[pick]
         size = int(min(width, height) * rng.uniform(0.07, 0.14))
         cx = int(rng.uniform(0.2, 0.8) * width)
         flies = shape in ("diamond", "triangle")
