@@ -85,6 +85,48 @@ class SyntheticDataConfig:
     seed: int = 0
 
 
+class Backbone(str, enum.Enum):
+    sd = "sd"  # Stable Diffusion UNet decoder taps (model.pretrained)
+
+
+class PCASolver(str, enum.Enum):
+    sklearn = "sklearn"  # scikit-learn PCA (covariance + eigh: exact, fast for many more samples than dims)
+    torch = "torch"  # the same computation with torch on the extraction device (a GPU makes it milliseconds)
+
+
+@dataclass
+class LayoutConfig:
+    """How features are extracted and turned into a neural layout (method.md sections 2 and 4)."""
+
+    backbone: Backbone = Backbone.sd
+    layers: list[int] = field(default_factory=lambda: [2, 5, 8])  # decoder layers, SD-DINO's numbering
+    timestep: int = 100  # noise level the image is seen at
+    noise_seed: int = 42  # seed of the one fixed noise tensor added to every latent
+    prompt: str = ""  # text condition of the UNet during extraction (its embedding is computed once)
+    batch_size: int = 4
+    pca_dir: str = "${output_dir}/pca"  # the PCA layouts are projected on
+    n_components: Optional[int] = None  # keep only the first k whitened components (None: all)
+
+
+@dataclass
+class PCAConfig:
+    num_samples: int = 40_000  # feature vectors (pixels) drawn uniformly over (image, pixel) positions
+    num_images: Optional[int] = None  # images they are drawn from (None: enough for ~32 pixels per image)
+    n_components: int = 20
+    seed: int = 0
+    solver: PCASolver = PCASolver.sklearn
+    save_samples: bool = False  # also write pca/samples.safetensors, so anyone can check the fit
+
+
+@dataclass
+class EncodeConfig:
+    """The cache of layouts and VAE latents (scripts/encode_layouts.py)."""
+
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+    shard_size: int = 1000  # images per shard: the unit of resumption and of work per process
+    visualize: int = 0  # write pictures of the first K layouts of each split
+
+
 @dataclass
 class TrainConfig:
     # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
@@ -105,6 +147,9 @@ class LumenConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

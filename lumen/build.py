@@ -1,0 +1,62 @@
+"""From a config to objects: the one module that reads a ``LumenConfig``, for the entry points' use.
+
+Everything it builds takes explicit arguments; this is only the wiring (which config field goes where),
+kept in one place so that every entry point builds the same extractor, layout settings and data sets.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from lumen.config import LumenConfig
+from lumen.data.coco_stuff import CocoStuffDataset, read_split
+from lumen.data.paths import resolve_split_paths
+from lumen.features.sd import SDFeatureExtractor
+from lumen.layout import LayoutSettings
+from lumen.models import TORCH_DTYPES, SDComponents, load_sd_components
+
+logger = logging.getLogger(__name__)
+
+
+def layout_settings(cfg: LumenConfig) -> LayoutSettings:
+    return LayoutSettings(
+        backbone=cfg.layout.backbone.value,
+        model=cfg.model.pretrained,
+        revision=cfg.model.revision,
+        layers=tuple(cfg.layout.layers),
+        timestep=cfg.layout.timestep,
+        noise_seed=cfg.layout.noise_seed,
+        prompt=cfg.layout.prompt,
+        resolution=cfg.data.resolution,
+    )
+
+
+def compute_dtype(cfg: LumenConfig, device: torch.device) -> torch.dtype:
+    """The frozen parts' dtype: model.dtype on a GPU; float32 on the CPU, where half precision is slow."""
+    dtype = TORCH_DTYPES[cfg.model.dtype.value]
+    if device.type == "cpu" and dtype != torch.float32:
+        logger.warning("model.dtype=%s requested, but running on the CPU: using float32", cfg.model.dtype.value)
+        return torch.float32
+    return dtype
+
+
+def load_components(cfg: LumenConfig, device: torch.device) -> SDComponents:
+    dtype = compute_dtype(cfg, device)
+    parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, dtype)
+    return parts.to(device)
+
+
+def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = True) -> SDFeatureExtractor:
+    return SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler,
+                              layers=cfg.layout.layers, timestep=cfg.layout.timestep,
+                              noise_seed=cfg.layout.noise_seed, prompt=cfg.layout.prompt, early_exit=early_exit)
+
+
+def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none") -> CocoStuffDataset:
+    """The data set of a split at the config's resolution (training draws or evaluation captions)."""
+    index = read_split(resolve_split_paths(cfg.data, split), limit=cfg.data.limit,
+                       load_stuff=labels == "stuff_json")
+    return CocoStuffDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
+                            empty_prompt_probability=cfg.train.empty_prompt_probability, labels=labels)

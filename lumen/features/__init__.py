@@ -1,0 +1,1 @@
+"""Backbones: image batch -> dense feature map (B, C, h, w)."""

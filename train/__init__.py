@@ -1,0 +1,1 @@
+"""Training side: accelerate-driven entry points and their distributed helpers."""
