@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from lumen.errors import LumenError
 
 
 class DType(str, enum.Enum):
@@ -154,7 +155,7 @@ class LumenConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(LumenError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lumen.errors import LumenError
 from lumen.pca import PCA
 
 
@@ -64,11 +65,15 @@ def check_pca_matches(pca: PCA, settings: LayoutSettings, pca_dir: str | Path) -
     found = LayoutSettings.from_json(pca.settings)
     differences = describe_differences(settings, found, "config", f"{pca_dir}/pca.json")
     if differences:
-        raise ValueError(
+        raise SettingsMismatchError(
             f"the PCA in {pca_dir} was fitted on features made with other settings than the config's:\n  "
             + "\n  ".join(differences)
             + "\nRefit it (python scripts/fit_pca.py CONFIG) or point layout.pca_dir at a matching PCA."
         )
+
+
+class SettingsMismatchError(LumenError, ValueError):
+    """An artifact (PCA, cache, ControlNet) made under other layout settings than the config's."""
 
 
 class LayoutEncoder:

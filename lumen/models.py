@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from lumen.errors import LumenError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(LumenError, RuntimeError):
     """The weights are neither in a local folder nor in the hub cache, and cannot be downloaded."""
 
 

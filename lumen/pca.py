@@ -18,10 +18,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from lumen.errors import LumenError
+
 TENSORS_FILE = "pca.safetensors"
 SETTINGS_FILE = "pca.json"
 PLOT_FILE = "explained_variance.png"
 SAMPLES_FILE = "samples.safetensors"
+
+
+class PCANotFoundError(LumenError, FileNotFoundError):
+    """No fitted PCA where the config points."""
 
 
 @dataclass
@@ -119,7 +125,7 @@ def load_pca(folder: str | Path) -> PCA:
     """Read a PCA folder written by ``save_pca``; refuses one whose tensors do not match its settings."""
     folder = Path(folder)
     if not (folder / TENSORS_FILE).is_file() or not (folder / SETTINGS_FILE).is_file():
-        raise FileNotFoundError(
+        raise PCANotFoundError(
             f"no fitted PCA in {folder} (expected {TENSORS_FILE} and {SETTINGS_FILE}); "
             f"run 'python scripts/fit_pca.py CONFIG' first, or set layout.pca_dir"
         )

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from lumen.errors import run_cli
 from lumen.config import config_from_argv, save_config
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.doctor import run_doctor
@@ -83,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "demo.py"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from lumen.errors import run_cli
 from lumen.config import config_from_argv
 from lumen.data.doctor import run_doctor
 
@@ -22,4 +23,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "doctor.py"))

@@ -17,6 +17,7 @@ import torch
 from accelerate.utils import gather_object
 
 from lumen.build import build_extractor, layout_settings, load_components, split_dataset
+from lumen.errors import run_cli
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.data.problems import ProblemLog
 from lumen.features.sampling import extract_samples, plan_samples
@@ -87,4 +88,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "fit_pca.py"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from lumen.errors import LumenError
 
 IGNORE = 255
 NUM_IDS = 182  # COCO-Stuff ids 1-182 -> values 0-181
@@ -31,7 +32,7 @@ def valid_label_values() -> np.ndarray:
     return valid
 
 
-class LabelMapError(ValueError):
+class LabelMapError(LumenError, ValueError):
     """A label map file that is not a 2-D uint8 image in the expected encoding."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from lumen.config import DataConfig, DataLayout
+from lumen.errors import LumenError
 
 # Folder templates of the two layouts in use ("{root}", "{split}" filled in).
 LAYOUTS = {
@@ -15,7 +16,7 @@ LAYOUTS = {
 }
 
 
-class DataLayoutError(FileNotFoundError):
+class DataLayoutError(LumenError, FileNotFoundError):
     """A required file or folder of the data set is missing."""
 
 

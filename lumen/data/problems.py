@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from lumen.errors import LumenError
 
 logger = logging.getLogger(__name__)
 
 
-class TooManyBadInputs(RuntimeError):
+class TooManyBadInputs(LumenError, RuntimeError):
     """More inputs were unusable than ``data.max_bad_fraction`` allows."""
 
 

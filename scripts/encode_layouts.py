@@ -1,0 +1,133 @@
+"""Cache layouts and VAE latents: python scripts/encode_layouts.py CONFIG.yaml [more.yaml ...] [key=value ...]
+
+For every image of each split in encode.splits: the neural layout (all PCA components, float16, at the
+feature grid), the VAE posterior mean and std, the image id and its captions, written to output_dir/cache/
+in shards of encode.shard_size images. Under `accelerate launch` the shards are spread over the processes.
+A killed run is resumed by running the same command (finished shards are kept). A cache made under other
+settings or another PCA is refused. encode.visualize=K writes pictures of the first K layouts of each split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lumen.build import build_extractor, layout_settings, load_components, split_dataset
+from lumen.cache import (INDEX_FILE, ShardRows, check_cache_settings, finish_split, load_cache, remove_partial_shards, shard_done, shard_ranges,
+                         write_cache_settings, write_shard)
+from lumen.errors import run_cli
+from lumen.config import LumenConfig, config_from_argv, save_config
+from lumen.data.coco_stuff import collate_skipping_bad
+from lumen.data.problems import ProblemLog
+from lumen.layout import LayoutEncoder, check_pca_matches, save_layout_picture
+from lumen.pca import load_pca
+from train.distributed import make_accelerator
+
+
+def cache_settings(cfg: LumenConfig, pca) -> dict:
+    """What a cache must share with the config that reads it."""
+    return dict(layout_settings(cfg).to_json(), pca_fingerprint=pca.fingerprint(),
+                pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
+
+
+def cache_dir(cfg: LumenConfig) -> Path:
+    return Path(cfg.output_dir) / "cache"
+
+
+def encode_split(cfg, split, extractor, encoder, accelerator, out: Path) -> None:
+    dataset = split_dataset(cfg, split)
+    split_dir = out / split
+    ranges = shard_ranges(len(dataset), cfg.encode.shard_size)
+    if accelerator.is_main_process:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_shards(split_dir)
+    accelerator.wait_for_everyone()
+    mine = [s for s in range(len(ranges)) if s % accelerator.num_processes == accelerator.process_index]
+    todo = [s for s in mine if not shard_done(split_dir, s)]
+    done_before = len(ranges) - sum(1 for s in range(len(ranges)) if not shard_done(split_dir, s))
+    if accelerator.is_main_process:
+        print(f"{split}: {len(dataset)} images in {len(ranges)} shards ({done_before} already done)")
+    bar = tqdm(total=sum(len(ranges[s]) for s in todo), desc=f"encode {split}", unit="img",
+               disable=not accelerator.is_main_process)
+    start, seen = time.perf_counter(), 0
+    warn_once = ProblemLog(split, cfg.data.max_bad_fraction)  # reports each unusable image as it is met
+    for shard in todo:
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, list(ranges[shard])),
+                                             batch_size=cfg.layout.batch_size, num_workers=cfg.data.num_workers,
+                                             collate_fn=collate_skipping_bad)
+        rows, skipped = ShardRows.empty(), []
+        for batch in loader:
+            skipped += batch["bad"]
+            for path, reason in batch["bad"]:
+                warn_once.record(path, reason)
+            if batch["pixel_values"] is not None:
+                output = extractor(batch["pixel_values"])
+                captions = [dataset.index.records[i].captions for i in ranges[shard]]
+                by_id = {dataset.index.records[i].image_id: c for i, c in zip(ranges[shard], captions)}
+                rows.add(batch["image_id"], [by_id[int(i)] for i in batch["image_id"]], encoder(output.features),
+                         output.latent_mean, output.latent_std)
+            seen += len(batch["image_id"]) + len(batch["bad"])
+            bar.update(len(batch["image_id"]) + len(batch["bad"]))
+            bar.set_postfix(img_per_s=f"{seen / (time.perf_counter() - start):.2f}")
+        write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}")
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish_split(split_dir, len(ranges), extra={"split": split, "images": len(dataset)})
+    accelerator.wait_for_everyone()
+    # Every process checks the bad-image share, so all stop together instead of waiting on one another.
+    index = json.loads((split_dir / INDEX_FILE).read_text())
+    problems = ProblemLog(split, cfg.data.max_bad_fraction)
+    problems.problems.update(dict(index["skipped"]))
+    if accelerator.is_main_process:
+        print(f"{split}: {index['rows']} rows cached in {split_dir}; {problems.summary(len(dataset))}")
+    problems.check(len(dataset))
+    if accelerator.is_main_process and cfg.encode.visualize > 0:
+        write_pictures(dataset, load_cache(out, split), split_dir / "pictures", cfg.encode.visualize)
+    accelerator.wait_for_everyone()
+
+
+def write_pictures(dataset, rows, folder: Path, count: int) -> None:
+    position = {r.image_id: i for i, r in enumerate(dataset.index.records)}
+    for row in range(min(count, len(rows))):
+        item = rows[row]
+        image_id = int(item["image_id"])
+        sample = dataset[position[image_id]]
+        path = save_layout_picture(sample["pixel_values"], item["layout"].float(), folder / f"{image_id:012d}.png",
+                                   caption=sample["caption"])
+        print(f"  layout picture: {path}")
+
+
+def encode_layouts(cfg: LumenConfig) -> Path:
+    accelerator = make_accelerator()
+    out = cache_dir(cfg)
+    pca = load_pca(cfg.layout.pca_dir)
+    check_pca_matches(pca, layout_settings(cfg), cfg.layout.pca_dir)
+    settings = cache_settings(cfg, pca)
+    check_cache_settings(out, settings)  # on every process: a refusal stops all of them alike
+    if accelerator.is_main_process:
+        save_config(cfg, cfg.output_dir)
+        write_cache_settings(out, settings)
+    accelerator.wait_for_everyone()
+    parts = load_components(cfg, accelerator.device)
+    extractor = build_extractor(cfg, parts)
+    encoder = LayoutEncoder(pca)  # the cache keeps every component; truncation happens where layouts are used
+    for split in cfg.encode.splits:
+        encode_split(cfg, split, extractor, encoder, accelerator, out)
+    accelerator.end_training()
+    return out
+
+
+def main(argv=None) -> int:
+    cfg = config_from_argv(argv, "encode_layouts.py", __doc__.splitlines()[0])
+    encode_layouts(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, "encode_layouts.py"))
