@@ -3,11 +3,17 @@
 Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier run already made):
   1. build the tiny random-weight Stable Diffusion (diffusers format) under output_dir/tiny-sd;
   2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
-  3. check the data set with the doctor, and load the model back through the real loading path.
+  3. check the data set with the doctor, and load the model back through the real loading path;
+  4. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
+  5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures.
+Stages 4 and 5 run as the commands a user would type, printed before they run.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +28,16 @@ from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
 from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.tiny_sd import save_tiny_sd, tiny_sd_seed
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+SCRIPTS = Path(__file__).resolve().parent
+DEFAULT_CONFIG = SCRIPTS.parent / "configs" / "tiny.yaml"
+
+
+def _run(script: str, argv: list[str]) -> None:
+    """Run another entry point as its own process, the way a user would, and stop the demo if it fails."""
+    command = [sys.executable, str(SCRIPTS / script), *argv]
+    print("    $ " + " ".join(shlex.quote(c) for c in ["python", f"scripts/{script}", *argv]), flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"demo: scripts/{script} failed (its messages are above)")
 
 
 def _stage(number: int, title: str) -> float:
@@ -33,7 +48,7 @@ def _stage(number: int, title: str) -> float:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(a.endswith((".yaml", ".yml")) for a in argv):
-        argv.insert(0, str(DEFAULT_CONFIG))
+        argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
     cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
     out = Path(cfg.output_dir)
     config_path = save_config(cfg, out)
@@ -76,6 +91,17 @@ def main(argv=None) -> int:
     sizes = {name: sum(p.numel() for p in getattr(parts, name).parameters()) for name in ("vae", "unet", "text_encoder")}
     print("    " + ", ".join(f"{name} {n / 1e6:.2f} M parameters" for name, n in sizes.items())
           + f" ({time.perf_counter() - start:.1f} s)")
+
+    _stage(5, "fit the layout PCA on the training split")
+    _run("fit_pca.py", argv)
+    summary.append(f"PCA and its explained-variance plot: {Path(cfg.layout.pca_dir) / 'explained_variance.png'}")
+
+    _stage(6, "cache layouts and latents")
+    _run("encode_layouts.py", argv)
+    pictures = sorted((out / "cache" / cfg.data.val_split / "pictures").glob("*.png"))
+    summary.append(f"layout cache (datasets shards): {out / 'cache'}")
+    if pictures:
+        summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
 
     print("\nDemo finished. Where things are:")
     for line in summary:

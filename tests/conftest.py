@@ -35,3 +35,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_args(tmp_path, tiny_sd_dir, synthetic_root):
+    """Entry-point arguments for the tiny model on the session's synthetic data, writing under tmp_path."""
+    return [str(REPO / "configs" / "tiny.yaml"), f"output_dir={tmp_path / 'run'}", f"model.pretrained={tiny_sd_dir}",
+            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
+            "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]

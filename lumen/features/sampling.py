@@ -19,8 +19,13 @@ from tqdm import tqdm
 
 from lumen.data.coco_stuff import CocoStuffDataset, collate_skipping_bad
 from lumen.data.problems import ProblemLog
+from lumen.errors import LumenError
 
 PIXELS_PER_IMAGE = 32  # default spread: a few dozen pixels from each image
+
+
+class SamplingError(LumenError, ValueError):
+    """pca.num_samples / pca.num_images that the split cannot provide."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,14 @@ def plan_samples(num_dataset_images: int, grid: tuple[int, int], num_samples: in
                  num_images: Optional[int], seed: int) -> SamplePlan:
     """Draw ``num_images`` images (default: enough for ~32 pixels each) and ``num_samples`` of their
     ``num_images * h * w`` pixel positions uniformly without replacement, from ``seed`` alone."""
-    if num_images is None:
-        num_images = min(num_dataset_images, math.ceil(num_samples / PIXELS_PER_IMAGE))
-    if not 1 <= num_images <= num_dataset_images:
-        raise ValueError(f"pca.num_images={num_images}, but the split has {num_dataset_images} usable images")
     per_image = grid[0] * grid[1]
+    if num_images is None:  # a few dozen pixels per image, or more images where the grid is small
+        wanted = max(math.ceil(num_samples / PIXELS_PER_IMAGE), math.ceil(num_samples / per_image))
+        num_images = min(num_dataset_images, wanted)
+    if not 1 <= num_images <= num_dataset_images:
+        raise SamplingError(f"pca.num_images={num_images}, but the split has {num_dataset_images} usable images")
     if num_samples > num_images * per_image:
-        raise ValueError(
+        raise SamplingError(
             f"pca.num_samples={num_samples} is more than the {num_images} x {per_image} = "
             f"{num_images * per_image} pixel positions of {num_images} images at a {grid[0]}x{grid[1]} feature "
             f"grid; lower pca.num_samples or raise pca.num_images (the split has {num_dataset_images} images)"

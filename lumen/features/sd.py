@@ -126,7 +126,14 @@ class SDFeatureExtractor:
         """pixel_values: ``(B, 3, H, W)`` in [-1, 1], H and W multiples of 8 -> ``ExtractorOutput``."""
         pixel_values = pixel_values.to(self.device, self.dtype)
         posterior = self.vae.encode(pixel_values).latent_dist
-        latents = posterior.mean * self.vae.config.scaling_factor
+        features = self.features_from_latents(posterior.mean * self.vae.config.scaling_factor)
+        return ExtractorOutput(features=features, latent_mean=posterior.mean.float(),
+                               latent_std=posterior.std.float())
+
+    @torch.no_grad()
+    def features_from_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled clean latents ``(B, 4, h, w)`` -> features ``(B, C, h', w')`` (noise, UNet, taps, concat)."""
+        latents = latents.to(self.device, self.dtype)
         timesteps = torch.full((latents.shape[0],), self.timestep, device=self.device, dtype=torch.long)
         noise = self.fixed_noise(tuple(latents.shape[1:])).expand_as(latents)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -152,8 +159,4 @@ class SDFeatureExtractor:
         maps = [captured[i].float() if captured[i].shape[-2:] == grid else
                 F.interpolate(captured[i].float(), size=grid, mode="bilinear", align_corners=False)
                 for i in range(len(self.layers))]
-        return ExtractorOutput(
-            features=torch.cat(maps, dim=1),
-            latent_mean=posterior.mean.float(),
-            latent_std=posterior.std.float(),
-        )
+        return torch.cat(maps, dim=1)
