@@ -60,3 +60,9 @@ def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str
                        load_stuff=labels == "stuff_json")
     return CocoStuffDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
                             empty_prompt_probability=cfg.train.empty_prompt_probability, labels=labels)
+
+
+def cache_settings(cfg: LumenConfig, pca) -> dict:
+    """What a layout cache must share with the config that reads it: layout settings and the PCA."""
+    return dict(layout_settings(cfg).to_json(), pca_fingerprint=pca.fingerprint(),
+                pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))

@@ -128,10 +128,78 @@ class EncodeConfig:
     visualize: int = 0  # write pictures of the first K layouts of each split
 
 
+class MixedPrecision(str, enum.Enum):
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class LRScheduler(str, enum.Enum):
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+
+
+class Attention(str, enum.Enum):
+    sdpa = "sdpa"  # torch's scaled_dot_product_attention (diffusers' default)
+    xformers = "xformers"
+
+
+class Tracker(str, enum.Enum):
+    tensorboard = "tensorboard"
+    wandb = "wandb"  # WANDB_MODE=offline works without network
+    none = "none"
+
+
 @dataclass
 class TrainConfig:
+    """The ControlNet trainer (train/train_controlnet.py)."""
+
+    controlnet: Optional[str] = None  # a pretrained ControlNet folder to continue from (None: from the UNet)
+    use_cache: bool = True  # read layouts + latents from output_dir/cache (False: compute them every step)
+    batch_size: int = 4  # per process
+    gradient_accumulation_steps: int = 1
+    max_train_steps: Optional[int] = None  # optimizer steps; None: num_train_epochs over the data
+    num_train_epochs: int = 1
+    learning_rate: float = 1e-5
+    lr_scheduler: LRScheduler = LRScheduler.constant
+    lr_warmup_steps: int = 0  # optimizer steps
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_8bit_adam: bool = False  # needs bitsandbytes
+    mixed_precision: MixedPrecision = MixedPrecision.no
+    upcast_vae: bool = True  # keep the VAE in float32 in fp16 runs (SD's VAE overflows in fp16)
+    gradient_checkpointing: bool = False
+    attention: Attention = Attention.sdpa
+    allow_tf32: bool = False
+    channels_last: bool = False
     # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
     empty_prompt_probability: float = 0.5
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: Optional[int] = 3
+    resume_from_checkpoint: Optional[str] = None  # "latest" or a checkpoint-<step> folder
+    checkpoint_on_interrupt: bool = True  # Ctrl-C / SIGTERM: save a checkpoint, then stop
+    report_to: Tracker = Tracker.tensorboard
+    ema: bool = False
+    ema_decay: float = 0.9999
+    record_batches: bool = False  # write logs/rank-<i>.json: image ids each process trained on (debugging)
+
+
+@dataclass
+class ValidationConfig:
+    steps: int = 500  # sample the validation images every this many optimizer steps (0: never)
+    num_images: int = 4  # the first images of the val split
+    prompt_edits: list[str] = field(default_factory=list)  # extra prompts applied to every validation layout
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.5
+    conditioning_scale: float = 1.0
+    seed: int = 0
 
 
 @dataclass
@@ -153,6 +221,7 @@ class LumenConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 class ConfigError(LumenError, ValueError):

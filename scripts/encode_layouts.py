@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lumen.build import build_extractor, layout_settings, load_components, split_dataset
+from lumen.build import build_extractor, cache_settings, layout_settings, load_components, split_dataset
 from lumen.cache import (INDEX_FILE, ShardRows, check_cache_settings, finish_split, load_cache, remove_partial_shards, shard_done, shard_ranges,
                          write_cache_settings, write_shard)
 from lumen.errors import run_cli
@@ -27,12 +27,6 @@ from lumen.data.problems import ProblemLog
 from lumen.layout import LayoutEncoder, check_pca_matches, save_layout_picture
 from lumen.pca import load_pca
 from train.distributed import make_accelerator
-
-
-def cache_settings(cfg: LumenConfig, pca) -> dict:
-    """What a cache must share with the config that reads it."""
-    return dict(layout_settings(cfg).to_json(), pca_fingerprint=pca.fingerprint(),
-                pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
 
 
 def cache_dir(cfg: LumenConfig) -> Path:

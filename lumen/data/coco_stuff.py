@@ -129,6 +129,17 @@ def read_split(paths: SplitPaths, limit: Optional[int] = None, load_stuff: bool 
     )
 
 
+def draw_caption(captions, train: bool, seed: int, epoch: int, index: int, empty_prompt_probability: float) -> str:
+    """The caption of sample ``index``: in training one drawn at random, replaced by "" with probability
+    ``empty_prompt_probability``, from a generator seeded by (seed, epoch, index), so the draw is the same
+    in any DataLoader worker, process or resumed run; in evaluation the first caption."""
+    if not train:
+        return captions[0]
+    rng = np.random.default_rng([seed, epoch, index])
+    caption = captions[int(rng.integers(len(captions)))]
+    return "" if rng.random() < empty_prompt_probability else caption
+
+
 @dataclass(frozen=True)
 class BadSample:
     """Stands in for a sample whose files could not be read; ``collate_skipping_bad`` removes it."""
@@ -190,12 +201,8 @@ class CocoStuffDataset(torch.utils.data.Dataset):
         return len(self.index.records)
 
     def caption_for(self, i: int) -> str:
-        captions = self.index.records[i].captions
-        if not self.train:
-            return captions[0]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        caption = captions[int(rng.integers(len(captions)))]
-        return "" if rng.random() < self.empty_prompt_probability else caption
+        return draw_caption(self.index.records[i].captions, self.train, self.seed, self.epoch, i,
+                            self.empty_prompt_probability)
 
     def _label(self, record: ImageRecord) -> np.ndarray:
         if self.labels == "stuffthingmaps":

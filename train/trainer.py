@@ -1,0 +1,401 @@
+"""The ControlNet trainer: build everything from the config, then a short loop of named steps.
+
+Exact resume (bitwise on the CPU): the data order comes from accelerate's seedable sampler
+(``set_epoch`` every epoch, ``skip_first_batches`` into a partial epoch), captions are drawn from
+(seed, epoch, index), and every random draw of a step (latent sample, noise, timesteps) comes from one
+``torch.Generator`` per process whose state is saved in each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from tqdm import tqdm
+
+from lumen.build import build_extractor, cache_settings, layout_settings, split_dataset
+from lumen.cache import load_cache
+from lumen.config import LumenConfig, save_config, to_yaml
+from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
+from lumen.data.cached import CachedLayoutDataset, collate_cached
+from lumen.data.coco_stuff import collate_skipping_bad
+from lumen.data.problems import ProblemLog, TooManyBadInputs
+from lumen.errors import LumenError
+from lumen.layout import LayoutEncoder, check_pca_matches
+from lumen.models import TORCH_DTYPES, load_sd_components
+from lumen.pca import load_pca
+from lumen.training import ControlNetTask
+from train.checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint
+from train.validation import build_validation_set, run_validation
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(LumenError, RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class MissingDependencyError(LumenError, ImportError):
+    """An optional package a setting asks for is not installed."""
+
+
+def _flat_config(cfg: LumenConfig) -> dict[str, Any]:
+    """Trackers want a flat dict of scalars (TensorBoard rejects lists)."""
+    import yaml
+
+    flat: dict[str, Any] = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            else:
+                flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(yaml.safe_load(to_yaml(cfg)), "")
+    return flat
+
+
+class StopRequest:
+    """Turns the first Ctrl-C / SIGTERM into a request to stop at the next step boundary (a second
+    Ctrl-C interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("received %s: stopping after the current step", signal.Signals(signum).name)
+
+
+class Trainer:
+    def __init__(self, cfg: LumenConfig) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        self.out = Path(cfg.output_dir)
+
+        # 1. Accelerator: precision, accumulation, trackers, seedable data order.
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=t.mixed_precision.value,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            log_with=None if t.report_to.value == "none" else t.report_to.value,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        acc = self.accelerator
+        if acc.is_main_process:
+            save_config(cfg, self.out)
+        logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too much
+        logger.info("training on %s, world size %d, mixed precision %s", acc.device, acc.num_processes,
+                    acc.mixed_precision)
+        if t.allow_tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        # 2. Frozen parts in the compute dtype; the ControlNet's master weights stay in float32.
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
+                                   TORCH_DTYPES[cfg.model.dtype.value])
+        place(parts.unet, acc.device, self.weight_dtype)
+        place(parts.text_encoder, acc.device, self.weight_dtype)
+        vae_dtype = torch.float32 if (acc.mixed_precision == "fp16" and t.upcast_vae) else self.weight_dtype
+        place(parts.vae, acc.device, vae_dtype)
+        self.parts = parts
+
+        # 3. The PCA the layouts come from, checked against the config's layout settings.
+        self.settings = layout_settings(cfg)
+        self.pca = load_pca(cfg.layout.pca_dir)
+        check_pca_matches(self.pca, self.settings, cfg.layout.pca_dir)
+        extractor = build_extractor(cfg, parts)
+        encoder = LayoutEncoder(self.pca)
+
+        # 4. The ControlNet: new from the UNet (N conditioning channels) or continued.
+        n = self.pca.n_components
+        if t.controlnet:
+            controlnet = load_controlnet(t.controlnet, conditioning_channels=n)
+        else:
+            controlnet = controlnet_from_unet(place(parts.unet, acc.device, torch.float32), conditioning_channels=n)
+            place(parts.unet, acc.device, self.weight_dtype)
+        place(controlnet, acc.device, torch.float32).train()
+        if t.gradient_checkpointing:
+            controlnet.enable_gradient_checkpointing()
+        if t.attention.value == "xformers":
+            try:
+                import xformers  # noqa: F401
+            except ImportError:
+                raise MissingDependencyError("train.attention=xformers needs the xformers package: "
+                                             "pip install -e '.[xformers]' (or train.attention=sdpa)") from None
+            parts.unet.enable_xformers_memory_efficient_attention()
+            controlnet.enable_xformers_memory_efficient_attention()
+        if t.channels_last:
+            controlnet.to(memory_format=torch.channels_last)
+            parts.unet.to(memory_format=torch.channels_last)
+
+        # 5. Data: the cache by default, or images with layouts computed every step.
+        if t.use_cache:
+            rows = load_cache(self.out / "cache", cfg.data.train_split, cache_settings(cfg, self.pca))
+            self.dataset = CachedLayoutDataset(rows, train=True, seed=cfg.seed,
+                                               empty_prompt_probability=t.empty_prompt_probability)
+            collate = collate_cached
+        else:
+            self.dataset = split_dataset(cfg, cfg.data.train_split, train=True)
+            collate = collate_skipping_bad
+        self.problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=t.batch_size, shuffle=True,
+                                             num_workers=cfg.data.num_workers, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+        self.task = ControlNetTask(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer,
+                                   parts.noise_scheduler, cfg.data.resolution, extractor=extractor, encoder=encoder,
+                                   weight_dtype=self.weight_dtype)
+
+        # 6. Optimizer and LR schedule (the prepared scheduler steps once per process: scale its lengths).
+        optimizer_cls = torch.optim.AdamW
+        if t.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                raise MissingDependencyError("train.use_8bit_adam=true needs bitsandbytes: pip install bitsandbytes"
+                                             ) from None
+            optimizer_cls = bnb.optim.AdamW8bit
+        optimizer = optimizer_cls(controlnet.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+                                  weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+        batches_per_process = math.ceil(len(loader) / acc.num_processes)
+        self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
+        self.max_steps = t.max_train_steps or t.num_train_epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
+        from diffusers.optimization import get_scheduler
+
+        lr_scheduler = get_scheduler(t.lr_scheduler.value, optimizer,
+                                     num_warmup_steps=t.lr_warmup_steps * acc.num_processes,
+                                     num_training_steps=self.max_steps * acc.num_processes)
+        self.controlnet, self.optimizer, self.loader, self.lr_scheduler = acc.prepare(
+            controlnet, optimizer, loader, lr_scheduler)
+
+        # 7. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
+        self.ema = None
+        if t.ema:
+            from diffusers import ControlNetModel
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(acc.unwrap_model(self.controlnet).parameters(), decay=t.ema_decay,
+                                model_cls=ControlNetModel, model_config=acc.unwrap_model(self.controlnet).config)
+            self.ema.to(acc.device)
+            acc.register_for_checkpointing(self.ema)
+        acc.register_save_state_pre_hook(self._save_hook)
+        acc.register_load_state_pre_hook(self._load_hook)
+        self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
+        if acc.is_main_process and t.report_to.value != "none":
+            acc.init_trackers("lumen", config=_flat_config(cfg))
+        self.validation_set = None
+        if cfg.validation.steps > 0 and cfg.validation.num_images > 0:
+            val = split_dataset(cfg, cfg.data.val_split)
+            self.validation_set = build_validation_set(val, extractor, encoder, cfg.validation.num_images)
+        self.global_step = 0
+        self.stop = StopRequest()
+        self.record: dict[str, Any] = {"num_processes": acc.num_processes, "steps": []}
+
+    # -- checkpoint hooks: the ControlNet is stored in diffusers format inside each checkpoint ---------------
+    def _save_hook(self, models, weights, output_dir) -> None:
+        if self.accelerator.is_main_process:
+            for model in models:
+                self.accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "controlnet")
+        while weights:  # saved above: accelerate must not write a second copy
+            weights.pop()
+
+    def _load_hook(self, models, input_dir) -> None:
+        from diffusers import ControlNetModel
+
+        while models:
+            model = models.pop()
+            loaded = ControlNetModel.from_pretrained(Path(input_dir) / "controlnet")
+            self.accelerator.unwrap_model(model).load_state_dict(loaded.state_dict())
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One micro-batch: forward, backward, and (when gradients sync) clip + optimizer + LR step."""
+        acc = self.accelerator
+        with acc.accumulate(self.controlnet):
+            if "pixel_values" in batch and batch["pixel_values"] is None:
+                # Every image of this micro-batch was unusable. A zero loss over all parameters keeps the
+                # processes' gradient all-reduce in step.
+                loss = sum(p.sum() for p in self.controlnet.parameters()) * 0.0
+            else:
+                loss = self.task.forward(self.controlnet, batch, self.generator).loss
+            acc.backward(loss)
+            if acc.sync_gradients:
+                self.grad_norm = acc.clip_grad_norm_(self.controlnet.parameters(), self.cfg.train.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def train(self) -> Path:
+        cfg, acc = self.cfg, self.accelerator
+        first_epoch, skip_batches = 0, 0
+        if cfg.train.resume_from_checkpoint:
+            path = resolve_checkpoint(self.out, cfg.train.resume_from_checkpoint)
+            if path is None:
+                logger.info("no checkpoint in %s yet: starting from scratch", self.out)
+            else:
+                self.global_step = load_checkpoint(acc, path, self.generator)
+                first_epoch = self.global_step // self.steps_per_epoch
+                skip_batches = (self.global_step % self.steps_per_epoch) * cfg.train.gradient_accumulation_steps
+                logger.info("resumed from %s at step %d (epoch %d, skipping %d batches)", path, self.global_step,
+                            first_epoch, skip_batches)
+        if cfg.train.checkpoint_on_interrupt:
+            self.stop.install()
+        bar = tqdm(total=self.max_steps, initial=self.global_step, desc="train", unit="step",
+                   disable=not acc.is_main_process)
+        losses, images, start = [], 0, time.perf_counter()
+        try:
+            for epoch in range(first_epoch, self.num_epochs):
+                self.loader.set_epoch(epoch)
+                self.dataset.set_epoch(epoch)
+                loader = acc.skip_first_batches(self.loader, skip_batches) if epoch == first_epoch else self.loader
+                for batch in loader:
+                    self._note_bad(batch)
+                    losses.append(self.train_step(batch))
+                    images += len(batch["caption"])
+                    if cfg.train.record_batches:
+                        self.record["steps"].append(batch["image_id"].tolist())
+                    if not acc.sync_gradients:
+                        continue
+                    self.global_step += 1
+                    bar.update(1)
+                    self._log(losses, images, start, bar)
+                    losses, images, start = [], 0, time.perf_counter()
+                    if self.ema is not None:
+                        self.ema.step(acc.unwrap_model(self.controlnet).parameters())
+                    if self._stop_requested():
+                        logger.warning("stopping at step %d on request", self.global_step)
+                        save_checkpoint(acc, self.out, self.global_step, self.generator,
+                                        cfg.train.checkpoints_total_limit)
+                        return self.out
+                    if self.global_step % cfg.train.checkpointing_steps == 0:
+                        save_checkpoint(acc, self.out, self.global_step, self.generator,
+                                        cfg.train.checkpoints_total_limit)
+                    if self.validation_set is not None and self.global_step % cfg.validation.steps == 0:
+                        self.validate()
+                    if self.global_step >= self.max_steps:
+                        break
+                if self.global_step >= self.max_steps:
+                    break
+        finally:
+            bar.close()
+            self.stop.uninstall()
+        return self.finish()
+
+    def _note_bad(self, batch) -> None:
+        for path, reason in batch["bad"]:
+            self.problems.record(path, reason)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="max").item() > 0)
+
+    def _log(self, losses, images, start, bar) -> None:
+        acc = self.accelerator
+        local = torch.stack(losses).float().mean().reshape(1).to(acc.device)
+        loss = acc.gather(local).mean().item()  # over accumulation steps and processes
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the loss is {loss} at step {self.global_step}. Likely causes: the VAE overflowing in fp16 "
+                f"(train.mixed_precision=bf16, or keep train.upcast_vae=true), or a learning rate too high "
+                f"(train.learning_rate={self.cfg.train.learning_rate}). The last good checkpoint is kept; resume "
+                f"from it with train.resume_from_checkpoint=latest after changing the setting."
+            )
+        # Unusable images, counted over all processes: every process stops alike past the limit.
+        bad = acc.reduce(torch.tensor([float(len(self.problems))], device=acc.device), reduction="sum").item()
+        if bad / max(len(self.dataset), 1) > self.cfg.data.max_bad_fraction:
+            raise TooManyBadInputs(
+                f"{int(bad)} of {len(self.dataset)} training images are unusable (all processes together), more "
+                f"than data.max_bad_fraction={self.cfg.data.max_bad_fraction}. This process met:\n"
+                + self.problems.summary(len(self.dataset)) + "\nRun scripts/doctor.py on the data set.")
+        seconds = max(time.perf_counter() - start, 1e-9)
+        if torch.cuda.is_available():
+            memory = torch.cuda.max_memory_allocated() / 2**30
+        else:
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB -> GB
+        logs = {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0],
+                "grad_norm": float(self.grad_norm) if self.grad_norm is not None else float("nan"), "images_per_s": images * acc.num_processes / seconds,
+                "peak_memory_gb": memory}
+        acc.log(logs, step=self.global_step)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{logs['lr']:.2e}")
+
+    def validate(self) -> Optional[Path]:
+        cfg = self.cfg.validation
+        path = run_validation(self.accelerator, self.parts, self.accelerator.unwrap_model(self.controlnet),
+                              self.validation_set, list(cfg.prompt_edits), self.global_step,
+                              self.out / "validation", cfg.num_inference_steps, cfg.guidance_scale,
+                              cfg.conditioning_scale, cfg.seed)
+        if path is not None:
+            logger.info("validation grid: %s", path)
+        return path
+
+    def finish(self) -> Path:
+        """Save the final ControlNet (and its EMA) in diffusers format with lumen.json, close trackers."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        final = self.out / "controlnet"
+        if acc.is_main_process:
+            metadata = lumen_metadata(self.settings, self.pca, self.cfg.layout.pca_dir)
+            controlnet = acc.unwrap_model(self.controlnet)
+            controlnet.save_pretrained(final)
+            write_lumen_json(final, metadata)
+            if self.ema is not None:
+                self.ema.store(controlnet.parameters())
+                self.ema.copy_to(controlnet.parameters())
+                controlnet.save_pretrained(self.out / "controlnet_ema")
+                write_lumen_json(self.out / "controlnet_ema", metadata)
+                self.ema.restore(controlnet.parameters())
+            print(f"final ControlNet: {final} (step {self.global_step}); "
+                  f"{self.problems.summary(len(self.dataset))}")
+        if self.cfg.train.record_batches:
+            self.record["weights_fingerprint"] = fingerprint(acc.unwrap_model(self.controlnet))
+            (self.out / "logs").mkdir(parents=True, exist_ok=True)
+            (self.out / "logs" / f"rank-{acc.process_index}.json").write_text(json.dumps(self.record))
+        acc.wait_for_everyone()
+        acc.end_training()
+        return final
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move a module; cast it only when its dtype differs (diffusers warns on every dtype cast)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+    return module
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

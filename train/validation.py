@@ -1,0 +1,120 @@
+"""Validation during training: fixed val layouts sampled with the modules already in memory.
+
+The (image, prompt) jobs are spread over the processes and gathered on the main process, so no process
+idles at a collective while another samples alone (the cause of NCCL time-outs on long validations).
+The grid (source | layout | first caption | each prompt edit) is written to ``output_dir/validation/`` and
+sent to the trackers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from PIL import Image
+
+from lumen.layout import layout_to_image, resize_layout
+
+
+@dataclass
+class ValidationSet:
+    images: torch.Tensor  # (K, 3, R, R) in [-1, 1]
+    layouts: torch.Tensor  # (K, N, h, w)
+    captions: list[str]  # the first caption of each image
+    image_ids: list[int]
+
+
+def build_validation_set(dataset, extractor, encoder, num_images: int) -> ValidationSet:
+    """The first ``num_images`` usable images of ``dataset`` (evaluation mode) with their layouts."""
+    samples = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        if isinstance(sample, dict):
+            samples.append(sample)
+        if len(samples) == num_images:
+            break
+    images = torch.stack([s["pixel_values"] for s in samples])
+    layouts = encoder(extractor(images).features).cpu()
+    return ValidationSet(images, layouts, [s["caption"] for s in samples], [s["image_id"] for s in samples])
+
+
+def build_pipeline(parts, controlnet):
+    """A ControlNet pipeline over the modules in memory (no second copy of any weights)."""
+    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
+
+    pipe = StableDiffusionControlNetPipeline(
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+        controlnet=controlnet, scheduler=UniPCMultistepScheduler.from_config(parts.noise_scheduler.config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_edits: list[str], step: int,
+                   out_dir: Path, num_inference_steps: int, guidance_scale: float, conditioning_scale: float,
+                   seed: int) -> Optional[Path]:
+    """Sample every (validation image, prompt) pair; returns the grid's path on the main process."""
+    resolution = val.images.shape[-1]
+    prompts = [[caption, *prompt_edits] for caption in val.captions]
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(len(prompts[i]))]
+    pipe = build_pipeline(parts, controlnet)
+    results = []
+    was_training = controlnet.training
+    controlnet.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for i, j in jobs[accelerator.process_index::accelerator.num_processes]:
+            condition = resize_layout(val.layouts[i:i + 1], resolution).to(accelerator.device)
+            image = pipe(prompts[i][j], image=condition, height=resolution, width=resolution,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                         controlnet_conditioning_scale=conditioning_scale, output_type="np",
+                         generator=torch.Generator().manual_seed(seed + i)).images[0]
+            results.append((i, j, (image * 255).round().clip(0, 255).astype(np.uint8)))
+    controlnet.train(was_training)
+    gathered = gather_object(results) if accelerator.num_processes > 1 else results
+    if not accelerator.is_main_process:
+        return None
+    samples = {(i, j): image for i, j, image in gathered}
+    path = save_validation_grid(val, prompts, samples, out_dir / f"step-{step:06d}.png", step)
+    with Image.open(path) as picture:
+        grid = np.asarray(picture.convert("RGB"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation", grid, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": [wandb.Image(grid, caption=f"step {step}")]}, step=step)
+    return path
+
+
+def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:
+    """Rows: validation images. Columns: source, layout (components 1-3), then one sample per prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, columns = len(prompts), 2 + max(len(p) for p in prompts)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    for i in range(rows):
+        source = ((val.images[i].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        axes[i][0].imshow(source)
+        axes[i][0].set_title(f"image {val.image_ids[i]}", fontsize=7, loc="left")
+        axes[i][1].imshow(layout_to_image(val.layouts[i], size=source.shape[0]))
+        axes[i][1].set_title("layout", fontsize=7, loc="left")
+        for j, prompt in enumerate(prompts[i]):
+            axes[i][2 + j].imshow(samples[(i, j)])
+            axes[i][2 + j].set_title(("caption: " if j == 0 else "edit: ") + prompt[:34], fontsize=6, loc="left")
+        for axis in axes[i]:
+            axis.axis("off")
+    fig.suptitle(f"validation at step {step}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
