@@ -43,3 +43,29 @@ def tiny_args(tmp_path, tiny_sd_dir, synthetic_root):
     return [str(REPO / "configs" / "tiny.yaml"), f"output_dir={tmp_path / 'run'}", f"model.pretrained={tiny_sd_dir}",
             f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
             "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
+
+
+@pytest.fixture(scope="session")
+def prepared_layouts(tmp_path_factory, tiny_sd_dir, synthetic_root):
+    """A PCA and a layout cache of the synthetic data (64 px), made once; tests copy them into their runs."""
+    from scripts import encode_layouts, fit_pca
+
+    base = tmp_path_factory.mktemp("prepared")
+    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={base}", f"model.pretrained={tiny_sd_dir}",
+            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
+            "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
+    assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
+    return base
+
+
+@pytest.fixture
+def train_args(tmp_path, tiny_args, prepared_layouts):
+    """Trainer arguments for a fresh run directory that already holds the prepared PCA and cache."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(prepared_layouts / "pca", run / "pca")
+    shutil.copytree(prepared_layouts / "cache", run / "cache")
+    return [*tiny_args, "train.batch_size=4", "train.max_train_steps=4", "train.checkpointing_steps=100",
+            "train.report_to=none", "validation.steps=0", "train.learning_rate=1e-3"]

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm import tqdm
 
 from lumen.build import build_extractor, cache_settings, layout_settings, split_dataset
@@ -133,7 +133,9 @@ class Trainer:
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(self.pca)
 
-        # 4. The ControlNet: new from the UNet (N conditioning channels) or continued.
+        # 4. The ControlNet: new from the UNet (N conditioning channels) or continued. Its conditioning
+        # embedding is initialised from torch's global generator: seed it, so a run is repeatable.
+        set_seed(cfg.seed)
         n = self.pca.n_components
         if t.controlnet:
             controlnet = load_controlnet(t.controlnet, conditioning_channels=n)
