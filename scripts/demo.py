@@ -5,8 +5,10 @@ Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier
   2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
   3. check the data set with the doctor, and load the model back through the real loading path;
   4. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
-  5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures.
-Stages 4 and 5 run as the commands a user would type, printed before they run.
+  5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
+  6. train the ControlNet for a few dozen steps with two processes (accelerate launch), with checkpoints and
+     validation grids.
+Stages 5 to 7 run as the commands a user would type, printed before they run.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ SCRIPTS = Path(__file__).resolve().parent
 DEFAULT_CONFIG = SCRIPTS.parent / "configs" / "tiny.yaml"
 
 
-def _run(script: str, argv: list[str]) -> None:
+def _run(script: str, argv: list[str], launcher: tuple[str, ...] = ()) -> None:
     """Run another entry point as its own process, the way a user would, and stop the demo if it fails."""
-    command = [sys.executable, str(SCRIPTS / script), *argv]
-    print("    $ " + " ".join(shlex.quote(c) for c in ["python", f"scripts/{script}", *argv]), flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise SystemExit(f"demo: scripts/{script} failed (its messages are above)")
+    shown = [*(("accelerate", "launch", *launcher) if launcher else ("python",)), script, *argv]
+    print("    $ " + " ".join(shlex.quote(c) for c in shown), flush=True)
+    prefix = [sys.executable, "-m", "accelerate.commands.launch", *launcher] if launcher else [sys.executable]
+    if subprocess.run([*prefix, str(SCRIPTS.parent / script), *argv]).returncode != 0:
+        raise SystemExit(f"demo: {script} failed (its messages are above)")
+
+
+def _two_processes() -> tuple[str, ...]:
+    """Two ranks: two GPUs where there are, else two CPU processes (the trainer builds Accelerator(cpu=True)
+    without a GPU); one GPU trains in one process."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return ("--num_processes", "1") if gpus == 1 else ("--multi_gpu", "--num_processes", "2")
 
 
 def _stage(number: int, title: str) -> float:
@@ -93,15 +105,25 @@ def main(argv=None) -> int:
           + f" ({time.perf_counter() - start:.1f} s)")
 
     _stage(5, "fit the layout PCA on the training split")
-    _run("fit_pca.py", argv)
+    _run("scripts/fit_pca.py", argv)
     summary.append(f"PCA and its explained-variance plot: {Path(cfg.layout.pca_dir) / 'explained_variance.png'}")
 
     _stage(6, "cache layouts and latents")
-    _run("encode_layouts.py", argv)
+    _run("scripts/encode_layouts.py", argv)
     pictures = sorted((out / "cache" / cfg.data.val_split / "pictures").glob("*.png"))
     summary.append(f"layout cache (datasets shards): {out / 'cache'}")
     if pictures:
         summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
+
+    _stage(7, "train the ControlNet (a few dozen steps, two processes)")
+    _run("train/train_controlnet.py", argv, launcher=_two_processes())
+    checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    grids = sorted((out / "validation").glob("*.png"))
+    summary.append(f"checkpoints: {', '.join(str(c) for c in checkpoints)}")
+    if grids:
+        summary.append(f"validation grids: {grids[-1].parent} (latest {grids[-1].name})")
+    summary.append(f"trained ControlNet (diffusers format + lumen.json): {out / 'controlnet'}")
+    summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
 
     print("\nDemo finished. Where things are:")
     for line in summary:

@@ -7,23 +7,29 @@ from scripts import demo, make_tiny_sd
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capsys):
+def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
     out = tmp_path / "demo"
     args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={out}", "synthetic.num_train=6", "synthetic.num_val=2",
-            "pca.num_samples=300", "encode.shard_size=4"]
+            "pca.num_samples=90", "pca.n_components=8", "encode.shard_size=4", "train.max_train_steps=4", "train.checkpointing_steps=2",
+            "validation.steps=4", "validation.num_inference_steps=2", "data.resolution=64"]
     assert demo.main(args) == 0
-    text = capsys.readouterr().out
+    captured = capfd.readouterr()  # capfd: the stages run as subprocesses
+    text = captured.out + captured.err
     assert "doctor: PASS" in text and "Demo finished" in text
     assert (out / "config.yaml").is_file()
     assert (out / "data_preview.png").stat().st_size > 10_000
     assert (out / "pca" / "explained_variance.png").is_file()
     assert len(list((out / "cache" / "val" / "pictures").glob("*.png"))) == 2
     assert (out / "cache" / "train" / "index.json").is_file()
+    assert "world size 2" in text
+    assert (out / "checkpoint-2" / "controlnet").is_dir() and (out / "checkpoint-4" / "controlnet").is_dir()
+    assert (out / "validation" / "step-000004.png").is_file()
+    assert (out / "controlnet" / "lumen.json").is_file()
     assert (out / "tiny-sd" / "model_index.json").is_file()
     assert len(list((out / "data" / "train2017").glob("*.jpg"))) == 6
     stamp = (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     assert demo.main(args) == 0
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in capfd.readouterr().out
     assert (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
 
