@@ -185,3 +185,27 @@ def tiny_sd_seed(folder: str | Path) -> int | None:
     if not marker.is_file():
         return None
     return int(json.loads(marker.read_text())["seed"])
+
+
+def build_sd15_architecture(device: str | torch.device = "cpu", seed: int = 0):
+    """SD 1.5's VAE, UNet and text encoder *architectures* with random weights, and its DDPM schedule.
+
+    For benchmarks and shape checks where nothing can be downloaded (``device="meta"`` builds shapes only).
+    Returns ``(vae, unet, text_encoder, noise_scheduler)``; pair them with any CLIP tokenizer (e.g. the tiny one).
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(cross_attention_dim=768)  # the defaults are SD 1.5's UNet
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            scaling_factor=0.18215)
+        text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                    num_attention_heads=12, max_position_embeddings=77))
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear")
+    for module in (vae, unet, text_encoder):
+        module.eval().requires_grad_(False)
+    return vae, unet, text_encoder, scheduler

@@ -25,25 +25,17 @@ import torch
 
 from lumen.features.sd import SDFeatureExtractor
 from lumen.models import TORCH_DTYPES
+from lumen.tiny_sd import build_sd15_architecture
 
 
 def sd15_random(device: str, dtype: torch.dtype, tokenizer_dir: Path):
-    """SD 1.5's VAE, UNet and text encoder architectures with random weights (nothing is downloaded)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """SD 1.5's architectures with random weights (nothing is downloaded), in ``dtype`` on ``device``."""
+    from transformers import CLIPTokenizer
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(cross_attention_dim=768)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                        scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, max_position_embeddings=77))
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    vae, unet, text, scheduler = build_sd15_architecture()
     for module in (unet, vae, text):
-        module.to(device, dtype).eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    return vae, unet, text, tokenizer, scheduler
+        module.to(device, dtype)
+    return vae, unet, text, CLIPTokenizer.from_pretrained(tokenizer_dir), scheduler
 
 
 def timed(fn, sync) -> float:

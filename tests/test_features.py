@@ -3,21 +3,7 @@ import torch
 
 from lumen.features.sd import SDFeatureExtractor, decoder_tap, num_decoder_layers
 from lumen.models import load_sd_components
-
-
-def sd15_parts_on(device):
-    """SD 1.5's UNet / VAE / text-encoder architecture (random weights, or shapes only on 'meta')."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.device(device):
-        unet = UNet2DConditionModel(cross_attention_dim=768)
-        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4)
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=1,
-                                            num_attention_heads=12, max_position_embeddings=77))
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return vae, unet, text, scheduler
+from lumen.tiny_sd import build_sd15_architecture
 
 
 def test_sd15_layer_rule():
@@ -37,7 +23,7 @@ def test_sd15_layer_rule():
 def check_sd15_shapes(device, tiny_sd_dir):
     from transformers import CLIPTokenizer
 
-    vae, unet, text, scheduler = sd15_parts_on(device)
+    vae, unet, text, scheduler = build_sd15_architecture(device)
     taps = {}
     for k in (2, 5, 8):
         decoder_tap(unet, k)[1].register_forward_hook(
