@@ -15,7 +15,11 @@ from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.paths import resolve_split_paths
 from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutSettings
+from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
+from lumen.layout import LayoutEncoder
 from lumen.models import TORCH_DTYPES, SDComponents, load_sd_components
+from lumen.pca import load_pca
+from lumen.sampling import build_controlnet_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +70,31 @@ def cache_settings(cfg: LumenConfig, pca) -> dict:
     """What a layout cache must share with the config that reads it: layout settings and the PCA."""
     return dict(layout_settings(cfg).to_json(), pca_fingerprint=pca.fingerprint(),
                 pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
+
+
+class SamplingSetup:
+    """Loads the model, the ControlNet and the PCA once; turns sources and jobs into images."""
+
+    def __init__(self, cfg: LumenConfig, controlnet_path: str) -> None:
+        from diffusers import ControlNetModel
+
+        s = cfg.sample
+        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        default_dtype = "float16" if self.device.type == "cuda" else "float32"
+        self.dtype = TORCH_DTYPES[s.dtype.value if s.dtype else default_dtype]
+        self.folder = controlnet_folder(controlnet_path)
+        self.metadata = read_lumen_json(self.folder)
+        self.pca = load_pca(cfg.layout.pca_dir)
+        # Layouts must be made exactly as in training: same settings, same PCA.
+        check_controlnet_matches(self.metadata, layout_settings(cfg), self.pca, str(self.folder))
+        self.parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, self.dtype)
+        self.parts.to(self.device)
+        self.controlnet = ControlNetModel.from_pretrained(self.folder, torch_dtype=self.dtype).to(self.device)
+        self.extractor = build_extractor(cfg, self.parts)
+        self.encoder = LayoutEncoder(self.pca)
+        self.pipes: dict[str, object] = {}
+
+    def pipe(self, scheduler: str):
+        if scheduler not in self.pipes:
+            self.pipes[scheduler] = build_controlnet_pipeline(self.parts, self.controlnet, scheduler)
+        return self.pipes[scheduler]

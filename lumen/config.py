@@ -189,6 +189,9 @@ class TrainConfig:
     ema: bool = False
     ema_decay: float = 0.9999
     record_batches: bool = False  # write logs/rank-<i>.json: image ids each process trained on (debugging)
+    # With this probability a sample keeps only its first k whitened components (k uniform in 1..N), so one
+    # ControlNet serves every k at sampling time: fewer components, more diversity.
+    component_dropout: float = 0.0
 
 
 @dataclass
@@ -200,6 +203,65 @@ class ValidationConfig:
     guidance_scale: float = 7.5
     conditioning_scale: float = 1.0
     seed: int = 0
+    metrics: bool = False  # also compute and log layout fidelity of the validation samples
+
+
+class SamplerName(str, enum.Enum):
+    unipc = "unipc"
+    ddim = "ddim"
+    euler = "euler"
+
+
+@dataclass
+class SampleConfig:
+    """scripts/sample.py: sources x prompts -> images, grids and the metadata to regenerate each."""
+
+    controlnet: str = "${output_dir}/controlnet"  # a trained controlnet/ or a checkpoint-<step>/ folder
+    images: list[str] = field(default_factory=list)  # image files as sources...
+    image_ids: list[int] = field(default_factory=list)  # ...or ids of data.val_split (or `split`)
+    split: Optional[str] = None  # the split image_ids / from_cache refer to (None: data.val_split)
+    from_cache: bool = False  # take the layouts of image_ids (or the first num_sources) from the cache
+    num_sources: int = 4  # with no images / image_ids given: the first images of the split
+    prompts: list[str] = field(default_factory=list)  # edits; the source's own caption is always column one
+    num_images_per_prompt: int = 1
+    seed: int = 0
+    num_inference_steps: int = 20
+    guidance_scale: float = 7.5
+    conditioning_scale: float = 1.0
+    scheduler: SamplerName = SamplerName.unipc
+    resolution: Optional[int] = None  # None: data.resolution
+    batch_size: int = 8
+    dtype: Optional[DType] = None  # None: float16 on a GPU, float32 on the CPU
+    device: Optional[str] = None  # None: cuda when available
+    n_components: Optional[int] = None  # keep the first k whitened components (None: all)
+    sweep_components: list[int] = field(default_factory=list)  # one grid over these k instead of prompts
+    out_dir: str = "${output_dir}/samples"
+    replay: Optional[str] = None  # a samples JSON: regenerate its images (or only `replay_image`) exactly
+    replay_image: Optional[str] = None
+
+
+@dataclass
+class SynthesizeConfig:
+    """scripts/synthesize.py: a new data set generated from the layouts of a split."""
+
+    split: str = "train"
+    images_per_source: int = 1  # K generated images per source image
+    prompts: list[str] = field(default_factory=list)  # prompts to cycle through (empty: the source's caption)
+    limit: Optional[int] = None  # only the first N source images
+    shard_size: int = 64
+    out_root: str = "${output_dir}/synthetic"
+    out_split: Optional[str] = None  # name of the written split (None: the source split's)
+
+
+@dataclass
+class EvaluateConfig:
+    """scripts/evaluate.py: layout fidelity, diversity, and optionally mIoU of generated images."""
+
+    samples: str = "${output_dir}/samples/samples.json"  # a samples JSON written by scripts/sample.py
+    kmeans_clusters: int = 6  # clusters of the layouts' k-means segmentations compared by adjusted Rand index
+    segmenter: Optional[str] = None  # a transformers AutoModelForSemanticSegmentation folder, for mIoU
+    segmenter_label_offset: int = 0  # added to the segmenter's class ids to get label-map values
+    out: str = "${output_dir}/evaluation"
 
 
 @dataclass
@@ -222,6 +284,9 @@ class LumenConfig:
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 class ConfigError(LumenError, ValueError):

@@ -30,6 +30,19 @@ def controlnet_from_unet(unet, conditioning_channels: int):
     return ControlNetModel.from_unet(unet, conditioning_channels=conditioning_channels)
 
 
+def controlnet_folder(path: str | Path) -> Path:
+    """A trained ``controlnet/`` folder, or the ``controlnet/`` inside a ``checkpoint-<step>/`` folder."""
+    folder = Path(path)
+    if (folder / "controlnet" / "config.json").is_file():
+        folder = folder / "controlnet"
+    if not (folder / "config.json").is_file():
+        raise ControlNetMismatchError(
+            f"{path} is neither a ControlNet folder (config.json) nor a checkpoint-<step>/ folder; "
+            f"train one with train/train_controlnet.py"
+        )
+    return folder
+
+
 def load_controlnet(folder: str | Path, conditioning_channels: Optional[int] = None):
     """A pretrained ControlNet (diffusers folder) to continue from; its condition width must be N."""
     from diffusers import ControlNetModel

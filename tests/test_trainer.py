@@ -194,3 +194,31 @@ def test_a_missing_cache_says_how_to_make_it(train_args, tmp_path):
     shutil.rmtree(Path(cfg.output_dir) / "cache")
     with pytest.raises(FileNotFoundError, match="encode_layouts.py"):
         Trainer(cfg)
+
+
+def test_ema_weights_are_saved_and_resumed(train_args, monkeypatch):
+    from diffusers import ControlNetModel
+
+    args = [*train_args, "train.ema=true", "train.ema_decay=0.5", "train.max_train_steps=4"]
+    stop_at(monkeypatch, 2)
+    Trainer(cfg_of(args)).train()
+    monkeypatch.undo()
+    trainer = Trainer(cfg_of(args, "train.resume_from_checkpoint=latest"))
+    trainer.train()
+    assert trainer.ema.optimization_step == 4  # two steps before the stop, two after the resume
+    out = Path(cfg_of(args).output_dir)
+    ema = ControlNetModel.from_pretrained(out / "controlnet_ema")
+    plain = ControlNetModel.from_pretrained(out / "controlnet")
+    assert (out / "controlnet_ema" / "lumen.json").is_file()
+    differs = [not torch.equal(a, b) for a, b in zip(ema.state_dict().values(), plain.state_dict().values())]
+    assert any(differs)
+
+
+def test_wandb_logs_offline(train_args, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    (tmp_path / "wandb").mkdir()
+    Trainer(cfg_of(train_args, "train.report_to=wandb", "train.max_train_steps=2")).train()
+    runs = list((tmp_path / "wandb").rglob("*.wandb"))
+    assert runs, "no offline wandb run file was written"

@@ -130,6 +130,7 @@ class Trainer:
         self.settings = layout_settings(cfg)
         self.pca = load_pca(cfg.layout.pca_dir)
         check_pca_matches(self.pca, self.settings, cfg.layout.pca_dir)
+        self.metadata = lumen_metadata(self.settings, self.pca, cfg.layout.pca_dir)
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(self.pca)
 
@@ -225,6 +226,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             for model in models:
                 self.accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "controlnet")
+                write_lumen_json(Path(output_dir) / "controlnet", self.metadata)
         while weights:  # saved above: accelerate must not write a second copy
             weights.pop()
 
@@ -246,7 +248,8 @@ class Trainer:
                 # processes' gradient all-reduce in step.
                 loss = sum(p.sum() for p in self.controlnet.parameters()) * 0.0
             else:
-                loss = self.task.forward(self.controlnet, batch, self.generator).loss
+                keep = self.components_to_keep(len(batch["caption"]))
+                loss = self.task.forward(self.controlnet, batch, self.generator, n_components=keep).loss
             acc.backward(loss)
             if acc.sync_gradients:
                 self.grad_norm = acc.clip_grad_norm_(self.controlnet.parameters(), self.cfg.train.max_grad_norm)
@@ -254,6 +257,17 @@ class Trainer:
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def components_to_keep(self, batch_size: int) -> Optional[list[Optional[int]]]:
+        """Component dropout: per sample, with probability p keep only the first k ~ U{1..N} components.
+        Drawn from the step generator (so a resumed run draws alike); None when the option is off."""
+        p = self.cfg.train.component_dropout
+        if p <= 0:
+            return None
+        n = self.pca.n_components
+        drop = torch.rand(batch_size, generator=self.generator) < p
+        ks = torch.randint(1, n + 1, (batch_size,), generator=self.generator)
+        return [int(k) if d else None for d, k in zip(drop.tolist(), ks.tolist())]
 
     def train(self) -> Path:
         cfg, acc = self.cfg, self.accelerator
@@ -364,7 +378,7 @@ class Trainer:
         acc.wait_for_everyone()
         final = self.out / "controlnet"
         if acc.is_main_process:
-            metadata = lumen_metadata(self.settings, self.pca, self.cfg.layout.pca_dir)
+            metadata = self.metadata
             controlnet = acc.unwrap_model(self.controlnet)
             controlnet.save_pretrained(final)
             write_lumen_json(final, metadata)
