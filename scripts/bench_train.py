@@ -25,7 +25,7 @@ from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutEncoder
 from lumen.pca import PCA
 from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
-from lumen.training import ControlNetTask
+from lumen.training import ControlNetTask, build_optimizer
 
 
 def random_pca(feature_dim: int, n_components: int = 20) -> PCA:
@@ -50,7 +50,7 @@ def bench(name, vae, unet, text_encoder, tokenizer, scheduler, resolution, batch
     unet.to(dtype)
     if gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-5)
+    optimizer = build_optimizer(controlnet.parameters(), 1e-5)  # what the trainer uses
     captions = ["a red ball on the grass under a blue sky"] * batch_size
     latent = resolution // 8
     batches = {

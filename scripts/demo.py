@@ -7,8 +7,9 @@ Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier
   4. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
   5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
   6. train the ControlNet for a few dozen steps with two processes (accelerate launch), with checkpoints and
-     validation grids.
-Stages 5 to 7 run as the commands a user would type, printed before they run.
+     validation grids;
+  7. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
+Stages 5 to 10 run as the commands a user would type, printed before they run.
 """
 
 from __future__ import annotations
@@ -124,6 +125,22 @@ def main(argv=None) -> int:
         summary.append(f"validation grids: {grids[-1].parent} (latest {grids[-1].name})")
     summary.append(f"trained ControlNet (diffusers format + lumen.json): {out / 'controlnet'}")
     summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
+
+    _stage(8, "sample with prompt edits (the layout fixes the scene, the prompt its look)")
+    _run("scripts/sample.py", argv)
+    summary.append(f"prompt-edit grids: {sorted(Path(cfg.sample.out_dir).glob('*_grid.png'))[0]} "
+                   f"(and the other sources beside it; metadata in samples.json)")
+
+    _stage(9, "sweep the number of layout components (fewer: more diversity, less fidelity)")
+    sweep_dir = out / "samples_sweep"
+    sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
+    _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}", f"sample.sweep_components=[{','.join(map(str, sweep))}]",
+                               "sample.num_images_per_prompt=2", "sample.prompts=[]"])
+    summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
+
+    _stage(10, "evaluate the sweep: layout fidelity and diversity per number of components")
+    _run("scripts/evaluate.py", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
+    summary.append(f"evaluation table: {Path(cfg.evaluate.out) / 'metrics.md'}")
 
     print("\nDemo finished. Where things are:")
     for line in summary:

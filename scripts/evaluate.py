@@ -144,9 +144,12 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evaluate_from_argv(argv) -> dict:
+    return evaluate(config_from_argv(argv, "evaluate.py", __doc__.splitlines()[0]))
+
+
 def main(argv=None) -> int:
-    cfg = config_from_argv(argv, "evaluate.py", __doc__.splitlines()[0])
-    evaluate(cfg)
+    evaluate_from_argv(argv)
     return 0
 
 

@@ -104,11 +104,13 @@ def sample(cfg: LumenConfig) -> Path:
         images = run_jobs(sampler.pipe(s.scheduler.value), layouts, jobs, s.batch_size, progress=bar)
 
     records = []
-    for job, image in zip(jobs, images):
+    for position, (job, image) in enumerate(zip(jobs, images)):
         name = image_name(sources[job.source], job)
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / name)
-        records.append(dict(job.to_json(), file=name))
+        # The batch is recorded too: batched kernels may round differently from one image alone, so an
+        # exact replay regenerates the image within its batch.
+        records.append(dict(job.to_json(), file=name, batch=position // s.batch_size))
     grids = []
     for index, source in enumerate(sources):
         mine = [(job, image) for job, image in zip(jobs, images) if job.source == index]
@@ -138,36 +140,43 @@ def sample(cfg: LumenConfig) -> Path:
 
 
 def replay(cfg: LumenConfig) -> Path:
-    """Regenerate the images of a samples JSON (or one of them) and compare them with the stored files."""
+    """Regenerate the images of a samples JSON (or one of them), each within its recorded batch, and compare
+    them with the stored files."""
     path = Path(cfg.sample.replay)
     if not path.is_file():
         raise SampleInputError(f"sample.replay={path}: no such samples JSON")
     metadata = json.loads(path.read_text())
     records = metadata["images"]
+    wanted = records
     if cfg.sample.replay_image:
-        records = [r for r in records if r["file"] == cfg.sample.replay_image]
-        if not records:
+        wanted = [r for r in records if r["file"] == cfg.sample.replay_image]
+        if not wanted:
             raise SampleInputError(f"sample.replay_image={cfg.sample.replay_image} is not in {path}")
+    batches = sorted({r["batch"] for r in wanted})
+    members = [r for r in records if r["batch"] in batches]
     sampler = SamplingSetup(cfg, metadata["settings"]["controlnet"])
-    wanted = sorted({r["source"] for r in records})
-    resolution = records[0]["resolution"]
-    sources = {i: source_from_json(cfg, metadata["sources"][i], resolution) for i in wanted}
-    order = list(sources)
-    layouts = compute_layouts(cfg, [sources[i] for i in order], sampler.extractor, sampler.encoder)
+    resolution = members[0]["resolution"]
+    order = sorted({r["source"] for r in members})
+    sources = [source_from_json(cfg, metadata["sources"][i], resolution) for i in order]
+    layouts = compute_layouts(cfg, sources, sampler.extractor, sampler.encoder)
     out = path.parent / "replay"
     identical = 0
-    for record in records:
-        fields = {k: v for k, v in record.items() if k != "file"}
-        job = SampleJob(**dict(fields, source=order.index(record["source"])))
-        image = run_jobs(sampler.pipe(job.scheduler), layouts, [job], 1)[0]
-        (out / record["file"]).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(out / record["file"])
-        stored = np.asarray(Image.open(path.parent / record["file"]).convert("RGB"))
-        same = np.array_equal(stored, image)
-        identical += same
-        diff = 0 if same else int(np.abs(stored.astype(int) - image.astype(int)).max())
-        print(f"  {record['file']}: {'identical' if same else f'differs (max {diff})'}")
-    print(f"replayed {len(records)} images into {out}: {identical} identical to the stored ones")
+    for batch in batches:
+        batch_records = [r for r in members if r["batch"] == batch]
+        jobs = [SampleJob(**{k: v for k, v in dict(r, source=order.index(r["source"])).items()
+                             if k not in ("file", "batch")}) for r in batch_records]
+        images = run_jobs(sampler.pipe(jobs[0].scheduler), layouts, jobs, len(jobs))
+        for record, image in zip(batch_records, images):
+            if record not in wanted:
+                continue
+            (out / record["file"]).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(out / record["file"])
+            stored = np.asarray(Image.open(path.parent / record["file"]).convert("RGB"))
+            same = np.array_equal(stored, image)
+            identical += same
+            diff = 0 if same else int(np.abs(stored.astype(int) - image.astype(int)).max())
+            print(f"  {record['file']}: {'identical' if same else f'differs (max {diff})'}")
+    print(f"replayed {len(wanted)} images into {out}: {identical} identical to the stored ones")
     return out
 
 

@@ -69,3 +69,24 @@ def train_args(tmp_path, tiny_args, prepared_layouts):
     shutil.copytree(prepared_layouts / "cache", run / "cache")
     return [*tiny_args, "train.batch_size=4", "train.max_train_steps=4", "train.checkpointing_steps=100",
             "train.report_to=none", "validation.steps=0", "train.learning_rate=1e-3"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_sd_dir, synthetic_root, prepared_layouts):
+    """A run folder with the prepared PCA and cache and a ControlNet trained a few steps with component dropout.
+
+    Returns the entry-point arguments for that folder (64 px, 8 components)."""
+    import shutil
+
+    from train.train_controlnet import main as train_main
+
+    run = tmp_path_factory.mktemp("trained")
+    shutil.copytree(prepared_layouts / "pca", run / "pca")
+    shutil.copytree(prepared_layouts / "cache", run / "cache")
+    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={run}", f"model.pretrained={tiny_sd_dir}",
+            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
+            "layout.batch_size=4"]
+    assert train_main([*args, "train.max_train_steps=6", "train.batch_size=4", "train.report_to=none",
+                       "validation.steps=0", "train.checkpointing_steps=3", "train.learning_rate=1e-3",
+                       "train.component_dropout=0.5"]) == 0
+    return args

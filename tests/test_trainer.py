@@ -22,16 +22,22 @@ def final_weights(out: Path) -> dict:
     return load_file(out / "controlnet" / "diffusion_pytorch_model.safetensors")
 
 
-def test_trains_and_writes_a_diffusers_controlnet_with_lumen_json(train_args):
+def test_trains_and_writes_a_diffusers_controlnet_with_lumen_json(train_args, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     cfg = cfg_of(train_args, "train.report_to=tensorboard", "validation.steps=2", "validation.num_images=2",
-                 "validation.num_inference_steps=2", "train.checkpointing_steps=2", "train.checkpoints_total_limit=1")
+                 "validation.num_inference_steps=2", "train.checkpointing_steps=2", "train.checkpoints_total_limit=1",
+                 "validation.metrics=true")
     Trainer(cfg).train()
+    assert sum("validation layout fidelity" in r.message for r in caplog.records) == 2
     out = Path(cfg.output_dir)
     meta = json.loads((out / "controlnet" / "lumen.json").read_text())
     assert meta["n_components"] == 8 and meta["layout"]["layers"] == [2, 5, 8]
     assert json.loads((out / "controlnet" / "config.json").read_text())["conditioning_channels"] == 8
     assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-4"]  # total limit 1 pruned checkpoint-2
     assert (out / "checkpoint-4" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "checkpoint-4" / "controlnet" / "lumen.json").is_file()
     assert sorted(p.name for p in (out / "validation").glob("*.png")) == ["step-000002.png", "step-000004.png"]
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     weights = final_weights(out)

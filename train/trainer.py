@@ -33,19 +33,15 @@ from lumen.errors import LumenError
 from lumen.layout import LayoutEncoder, check_pca_matches
 from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.pca import load_pca
-from lumen.training import ControlNetTask
+from lumen.training import ControlNetTask, MissingDependencyError, build_optimizer
 from train.checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint
-from train.validation import build_validation_set, run_validation
+from train.validation import build_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(LumenError, RuntimeError):
     """The loss became NaN or infinite."""
-
-
-class MissingDependencyError(LumenError, ImportError):
-    """An optional package a setting asks for is not installed."""
 
 
 def _flat_config(cfg: LumenConfig) -> dict[str, Any]:
@@ -133,6 +129,7 @@ class Trainer:
         self.metadata = lumen_metadata(self.settings, self.pca, cfg.layout.pca_dir)
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(self.pca)
+        self.extractor, self.encoder = extractor, encoder
 
         # 4. The ControlNet: new from the UNet (N conditioning channels) or continued. Its conditioning
         # embedding is initialised from torch's global generator: seed it, so a run is repeatable.
@@ -176,16 +173,8 @@ class Trainer:
                                    weight_dtype=self.weight_dtype)
 
         # 6. Optimizer and LR schedule (the prepared scheduler steps once per process: scale its lengths).
-        optimizer_cls = torch.optim.AdamW
-        if t.use_8bit_adam:
-            try:
-                import bitsandbytes as bnb
-            except ImportError:
-                raise MissingDependencyError("train.use_8bit_adam=true needs bitsandbytes: pip install bitsandbytes"
-                                             ) from None
-            optimizer_cls = bnb.optim.AdamW8bit
-        optimizer = optimizer_cls(controlnet.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
-                                  weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+        optimizer = build_optimizer(controlnet.parameters(), t.learning_rate, (t.adam_beta1, t.adam_beta2),
+                                    t.adam_weight_decay, t.adam_epsilon, use_8bit=t.use_8bit_adam)
         batches_per_process = math.ceil(len(loader) / acc.num_processes)
         self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
         self.max_steps = t.max_train_steps or t.num_train_epochs * self.steps_per_epoch
@@ -364,12 +353,18 @@ class Trainer:
 
     def validate(self) -> Optional[Path]:
         cfg = self.cfg.validation
-        path = run_validation(self.accelerator, self.parts, self.accelerator.unwrap_model(self.controlnet),
-                              self.validation_set, list(cfg.prompt_edits), self.global_step,
-                              self.out / "validation", cfg.num_inference_steps, cfg.guidance_scale,
-                              cfg.conditioning_scale, cfg.seed)
-        if path is not None:
-            logger.info("validation grid: %s", path)
+        result = run_validation(self.accelerator, self.parts, self.accelerator.unwrap_model(self.controlnet),
+                                self.validation_set, list(cfg.prompt_edits), self.global_step,
+                                self.out / "validation", cfg.num_inference_steps, cfg.guidance_scale,
+                                cfg.conditioning_scale, cfg.seed)
+        if result is None:
+            return None
+        path, samples = result
+        logger.info("validation grid: %s", path)
+        if cfg.metrics:
+            fidelity = validation_fidelity(self.extractor, self.encoder, self.validation_set, samples)
+            self.accelerator.log({"validation/layout_cosine": fidelity}, step=self.global_step)
+            logger.info("validation layout fidelity (mean per-pixel cosine): %.4f", fidelity)
         return path
 
     def finish(self) -> Path:

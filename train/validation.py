@@ -57,8 +57,9 @@ def build_pipeline(parts, controlnet):
 
 def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_edits: list[str], step: int,
                    out_dir: Path, num_inference_steps: int, guidance_scale: float, conditioning_scale: float,
-                   seed: int) -> Optional[Path]:
-    """Sample every (validation image, prompt) pair; returns the grid's path on the main process."""
+                   seed: int) -> Optional[tuple[Path, dict]]:
+    """Sample every (validation image, prompt) pair. On the main process returns the grid's path and the
+    samples ``{(image index, prompt index): (R, R, 3) uint8}``; None elsewhere."""
     resolution = val.images.shape[-1]
     prompts = [[caption, *prompt_edits] for caption in val.captions]
     jobs = [(i, j) for i in range(len(prompts)) for j in range(len(prompts[i]))]
@@ -89,7 +90,19 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
             import wandb
 
             tracker.log({"validation": [wandb.Image(grid, caption=f"step {step}")]}, step=step)
-    return path
+    return path, samples
+
+
+def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -> float:
+    """Mean per-pixel cosine between each sample's layout and its validation image's layout."""
+    from lumen.metrics import layout_cosine
+
+    scores = []
+    for (i, _), image in samples.items():
+        pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
+        generated = encoder(extractor(pixels).features)[0].cpu()
+        scores.append(layout_cosine(generated, val.layouts[i]))
+    return float(np.mean(scores))
 
 
 def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:

@@ -1,0 +1,101 @@
+"""scripts/synthesize.py (a data set generated from layouts) and scripts/evaluate.py (metrics)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from lumen.config import DataConfig
+from lumen.data.doctor import run_doctor
+from lumen.data.labels import read_stuffthingmap
+from lumen.data.transforms import resize_and_center_crop
+from scripts import evaluate, sample, synthesize
+
+
+def test_synthesized_data_is_coco_passes_the_doctor_and_keeps_the_label_maps(trained_run, tmp_path, synthetic_root):
+    out = tmp_path / "synthetic"
+    args = [*trained_run, f"synthesize.out_root={out}", "synthesize.split=val", "synthesize.images_per_source=2",
+            "synthesize.prompts=[a photo, a painting]", "synthesize.limit=3", "synthesize.shard_size=2",
+            "sample.num_inference_steps=2"]
+    assert synthesize.main(args) == 0
+    captions = COCO(str(out / "annotations" / "captions_val2017.json"))
+    assert len(captions.getImgIds()) == 6
+    assert sorted({a["caption"] for a in captions.dataset["annotations"]}) == ["a painting", "a photo"]
+    stuff = COCO(str(out / "annotations" / "stuff_val2017.json"))
+    passed, report = run_doctor(DataConfig(root=str(out), train_split="val", val_split="val", num_workers=1),
+                                progress=False)
+    assert passed, report
+    for info in captions.loadImgs(captions.getImgIds()):
+        source_id = info["source_image_id"]
+        assert info["id"] // 100 == source_id
+        generated = read_stuffthingmap(out / "stuffthingmaps_trainval2017" / "val2017" / f"{info['id']:012d}.png")
+        source = Image.open(synthetic_root / "stuffthingmaps_trainval2017" / "val2017" / f"{source_id:012d}.png")
+        expected = np.asarray(resize_and_center_crop(source, 64, Image.Resampling.NEAREST))
+        assert np.array_equal(generated, expected)  # the source's label map, aligned with the generated image
+        for ann in stuff.loadAnns(stuff.getAnnIds(imgIds=info["id"])):
+            if ann["category_id"] != 183:
+                assert (generated[stuff.annToMask(ann).astype(bool)] == ann["category_id"] - 1).all()
+
+
+def test_synthesis_resumes_after_a_kill(trained_run, tmp_path, monkeypatch):
+    out = tmp_path / "synthetic"
+    args = [*trained_run, f"synthesize.out_root={out}", "synthesize.split=val", "synthesize.limit=4",
+            "synthesize.shard_size=1", "sample.num_inference_steps=2"]
+    real_run_jobs = synthesize.run_jobs
+    calls = []
+
+    def dies_on_the_third_shard(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_jobs(*a, **k)
+
+    monkeypatch.setattr(synthesize, "run_jobs", dies_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize.main(args)
+    done = sorted(p.name for p in (out / ".shards").glob("shard-*.json"))
+    assert done == ["shard-00000.json", "shard-00001.json"]
+    monkeypatch.undo()
+    redone = []
+    monkeypatch.setattr(synthesize, "run_jobs", lambda *a, **k: redone.append(1) or real_run_jobs(*a, **k))
+    assert synthesize.main(args) == 0
+    assert len(redone) == 2  # only the two unfinished shards
+    assert len(COCO(str(out / "annotations" / "captions_val2017.json")).getImgIds()) == 4
+
+
+def test_evaluate_writes_metrics_per_number_of_components(trained_run, tmp_path):
+    samples = tmp_path / "samples"
+    sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=2", "sample.num_images_per_prompt=2",
+                 "sample.sweep_components=[1,8]", "sample.num_inference_steps=3"])
+    out = tmp_path / "evaluation"
+    result = evaluate.evaluate_from_argv([*trained_run, f"evaluate.samples={samples / 'samples.json'}",
+                                          f"evaluate.out={out}"])
+    rows = {row["n_components"]: row for row in result["rows"]}
+    assert set(rows) == {1, 8} and rows[8]["images"] == 4
+    for row in rows.values():
+        assert -1.0 <= row["layout_cosine"] <= 1.0 and -1.0 <= row["layout_kmeans_ari"] <= 1.0
+        assert row["diversity"] > 0 and row["miou"] is None
+    assert "skipped" in result["segmentation"]
+    table = (out / "metrics.md").read_text()
+    assert table.startswith("| components |") and "| 8 | 4 |" in table
+    assert json.loads((out / "metrics.json").read_text())["rows"] == result["rows"]
+
+
+def test_evaluate_with_a_segmentation_model_given_by_path(trained_run, tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    segmenter = tmp_path / "segmenter"
+    model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=182, hidden_sizes=[8, 16, 24, 32],
+                                                             depths=[1, 1, 1, 1], decoder_hidden_size=16,
+                                                             num_attention_heads=[1, 1, 1, 1]))
+    model.save_pretrained(segmenter)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(segmenter)
+    samples = tmp_path / "samples"
+    sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=1", "sample.num_inference_steps=2"])
+    result = evaluate.evaluate_from_argv([*trained_run, f"evaluate.samples={samples / 'samples.json'}",
+                                          f"evaluate.out={tmp_path / 'ev'}", f"evaluate.segmenter={segmenter}"])
+    assert 0.0 <= result["rows"][0]["miou"] <= 1.0
+    assert str(segmenter) in result["segmentation"]
