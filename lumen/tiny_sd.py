@@ -14,7 +14,10 @@ import collections
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+
+BUILDER_VERSION = 2  # bump when the builder's output changes, so stale tiny models are rebuilt
 
 # Words the tokenizer's merges are learned from: the vocabulary of the synthetic captions and of common
 # prompt edits, so that captions become word-level tokens, as with CLIP's real 49K-token vocabulary.
@@ -74,6 +77,28 @@ def build_tiny_tokenizer(num_merges: int = 400):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
+def _calibrate_vae(vae, num_images: int = 16, size: int = 128) -> None:
+    """Give the random VAE the latent statistics of a trained one, as the rest of the pipeline assumes them.
+
+    - A trained VAE's posterior is nearly deterministic (SD's std is tiny next to its mean): the encoder's
+      log-variance output is made constant at -10 (std ~0.007).
+    - SD's scaling factor (0.18215) is 1 / std of its latents over its training images; with random weights
+      that value would leave the latents ~25x smaller than the diffusion noise (an image at t = 100 would be
+      almost pure noise). The same rule is applied here, on seeded synthetic scenes.
+    """
+    from lumen.data.synthetic import render_scene
+
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:] = 0
+        vae.quant_conv.bias[channels:] = -10.0
+        rng = np.random.default_rng(0)
+        images = np.stack([render_scene(rng, size, size)[0] for _ in range(num_images)])
+        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        latents = vae.encode(pixels).latent_dist.mean
+    vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
+
+
 def build_tiny_sd(seed: int = 0):
     """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible.
 
@@ -96,8 +121,8 @@ def build_tiny_sd(seed: int = 0):
         latent_channels=4,
         norm_num_groups=8,
         sample_size=128,
-        scaling_factor=0.18215,
-    )
+        )
+    _calibrate_vae(vae)
     torch.manual_seed(seed + 1)
     # SD 1.5's block types and layers_per_block=2 (three sub-layers per decoder block), tiny widths.
     unet = UNet2DConditionModel(
@@ -172,7 +197,8 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
     pipe = build_tiny_sd(seed)
     pipe.save_pretrained(tmp, safe_serialization=True)
     _write_tokenizer_like_sd15(pipe.tokenizer, tmp / "tokenizer")
-    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "builder": "lumen.tiny_sd"}, indent=2))
+    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "builder": "lumen.tiny_sd",
+                                                        "version": BUILDER_VERSION}, indent=2))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -180,11 +206,13 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def tiny_sd_seed(folder: str | Path) -> int | None:
-    """The seed a tiny SD folder was built with, or None when it is not one (or is incomplete)."""
+    """The seed a tiny SD folder was built with; None when it is not one, is incomplete, or was built by
+    another version of this builder (then it is rebuilt)."""
     marker = Path(folder) / "lumen_tiny_sd.json"
     if not marker.is_file():
         return None
-    return int(json.loads(marker.read_text())["seed"])
+    info = json.loads(marker.read_text())
+    return int(info["seed"]) if info.get("version") == BUILDER_VERSION else None
 
 
 def build_sd15_architecture(device: str | torch.device = "cpu", seed: int = 0):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.tiny_sd import save_tiny_sd, tiny_sd_seed
 
 SCRIPTS = Path(__file__).resolve().parent
+DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs")
 DEFAULT_CONFIG = SCRIPTS.parent / "configs" / "tiny.yaml"
 
 
@@ -74,6 +76,11 @@ def main(argv=None) -> int:
     else:
         save_tiny_sd(model_dir, seed=cfg.tiny_model.seed)
         print(f"    built {model_dir} ({time.perf_counter() - start:.1f} s)")
+        stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
+        for path in stale:  # made with the previous model: they would be refused, so start them afresh
+            shutil.rmtree(path)
+        if stale:
+            print(f"    removed what an earlier demo made with the previous model: {', '.join(p.name for p in stale)}")
     summary.append(f"tiny SD (diffusers format): {model_dir}")
 
     start = _stage(2, "synthetic COCO-Stuff data set")

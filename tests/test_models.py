@@ -44,7 +44,23 @@ def test_loaded_parts_are_frozen_and_scheduler_is_sd15s(tiny_sd_dir):
     config = parts.noise_scheduler.config
     assert (config.num_train_timesteps, config.beta_start, config.beta_end, config.beta_schedule) == (
         1000, 0.00085, 0.012, "scaled_linear")
-    assert parts.vae.config.scaling_factor == pytest.approx(0.18215)
+    assert parts.vae.config.latent_channels == 4
+
+
+def test_tiny_vae_has_a_trained_vaes_latent_statistics(tiny_sd_dir):
+    import numpy as np
+
+    from lumen.data.synthetic import render_scene
+
+    parts = load_sd_components(str(tiny_sd_dir))
+    rng = np.random.default_rng(123)  # scenes the calibration did not see
+    images = np.stack([render_scene(rng, 128, 128)[0] for _ in range(8)])
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        posterior = parts.vae.encode(pixels).latent_dist
+    scaled = posterior.mean * parts.vae.config.scaling_factor
+    assert 0.7 < float(scaled.std()) < 1.4  # unit-variance latents, as SD's scaling factor gives
+    assert float(posterior.std.max()) < 0.01  # a nearly deterministic posterior
 
 
 def test_diffusers_pipeline_loads_and_samples(tiny_sd_dir):

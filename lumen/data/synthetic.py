@@ -167,6 +167,12 @@ def _render(rng: np.random.Generator, label_map: np.ndarray, categories: list[Ca
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """One random scene: ``(H, W, 3)`` uint8 image and its ``(H, W)`` label map (stuffthingmaps values)."""
+    label_map, used, things, _ = _scene(rng, width, height)
+    return _render(rng, label_map, used + things), label_map
+
+
 def _rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
 
