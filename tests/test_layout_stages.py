@@ -54,11 +54,12 @@ def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted
     assert torch.equal(first, second)
     assert rows[1]["image_id"].item() == dataset.index.records[1].image_id
     assert rows[1]["layout"].shape == (8, 4, 4)
-    torch.testing.assert_close(rows[1]["layout"], first[0].half().float())
+    # The cache was made in batches of 4: batched kernels may flip a float16 rounding.
+    torch.testing.assert_close(rows[1]["layout"], first[0].half().float(), rtol=2e-3, atol=2e-3)
     assert rows[1]["captions"] == list(dataset.index.records[1].captions)
     output = extractor(image)
-    torch.testing.assert_close(rows[1]["latent_mean"], output.latent_mean[0].half().float())
-    torch.testing.assert_close(rows[1]["latent_std"], output.latent_std[0].half().float())
+    torch.testing.assert_close(rows[1]["latent_mean"], output.latent_mean[0].half().float(), rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(rows[1]["latent_std"], output.latent_std[0].half().float(), rtol=2e-3, atol=1e-5)
     assert len(list((out / "cache" / "val" / "pictures").glob("*.png"))) == 2
     assert len(load_cache(out / "cache", "train")) == 12
 
