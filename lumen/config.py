@@ -266,9 +266,10 @@ class EvaluateConfig:
 
 @dataclass
 class TinyModelConfig:
-    """Seed of the tiny random-weight Stable Diffusion that the demo and tests build."""
+    """The tiny random-weight Stable Diffusion that the demo and tests build (lumen.tiny_sd)."""
 
     seed: int = 0
+    vae_train_steps: int = 0  # fit the VAE to synthetic scenes first, so generated images can be measured
 
 
 @dataclass

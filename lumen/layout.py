@@ -19,6 +19,7 @@ from PIL import Image
 
 from lumen.errors import LumenError
 from lumen.pca import PCA
+from lumen.plotting import pyplot, save_figure, to_uint8_image
 
 
 @dataclass(frozen=True)
@@ -135,23 +136,13 @@ def layout_to_image(layout: torch.Tensor, size: Optional[int] = None) -> Image.I
 def save_layout_picture(pixel_values: torch.Tensor, layout: torch.Tensor, path: str | Path,
                         caption: str = "") -> Path:
     """Save an image ``(3, R, R)`` in [-1, 1] beside its layout picture (upscaled to R, nearest), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     resolution = pixel_values.shape[-1]
-    image = ((pixel_values.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    image = to_uint8_image(pixel_values)
+    fig, axes = pyplot().subplots(1, 2, figsize=(6.4, 3.4))
     axes[0].imshow(image)
     axes[0].set_title(caption[:50] or "image", fontsize=8, loc="left")
     axes[1].imshow(layout_to_image(layout, resolution))
     axes[1].set_title(f"layout {tuple(layout.shape)}: components 1-3 as RGB", fontsize=8, loc="left")
     for axis in axes:
         axis.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

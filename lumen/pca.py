@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lumen.errors import LumenError
+from lumen.plotting import pyplot, save_figure
 
 TENSORS_FILE = "pca.safetensors"
 SETTINGS_FILE = "pca.json"
@@ -141,14 +142,9 @@ def load_pca(folder: str | Path) -> PCA:
 
 def plot_explained_variance(pca: PCA, path: str | Path) -> Path:
     """Bar chart of each component's explained-variance ratio and its cumulative curve, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ratio = pca.explained_variance_ratio.numpy()
     ks = np.arange(1, len(ratio) + 1)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.bar(ks, ratio, color="#9ecae1", label="per component")
     ax.plot(ks, np.cumsum(ratio), "o-", color="#08519c", label="cumulative")
     ax.set_xlabel("component")
@@ -160,7 +156,4 @@ def plot_explained_variance(pca: PCA, path: str | Path) -> Path:
     layers = pca.settings.get("layers")
     ax.set_title(f"PCA of {pca.feature_dim}-d features" + (f" (decoder layers {layers})" if layers else "")
                  + f": {np.sum(ratio):.1%} in {len(ratio)} components", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

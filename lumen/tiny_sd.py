@@ -99,11 +99,34 @@ def _calibrate_vae(vae, num_images: int = 16, size: int = 128) -> None:
     vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
 
 
-def build_tiny_sd(seed: int = 0):
+def _train_vae(vae, steps: int, seed: int, size: int = 128, batch_size: int = 8, num_images: int = 256) -> None:
+    """Fit the tiny VAE to reconstruct synthetic scenes (L1 loss on the posterior mean), so that its decoder
+    inverts its encoder: without it, a generated latent decoded by the random decoder and encoded again
+    comes back unrelated, and nothing measured on generated images can reflect their layout."""
+    from lumen.data.synthetic import render_scene
+
+    rng = np.random.default_rng(seed + 100)
+    images = np.stack([render_scene(rng, size, size)[0] for _ in range(num_images)])
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    vae.train()
+    for _ in range(steps):
+        batch = pixels[torch.randint(0, num_images, (batch_size,), generator=generator)]
+        reconstruction = vae.decode(vae.encode(batch).latent_dist.mean).sample
+        loss = (reconstruction - batch).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    vae.eval()
+
+
+def build_tiny_sd(seed: int = 0, vae_train_steps: int = 0):
     """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible.
 
     Returns a ``StableDiffusionPipeline`` (no safety checker) holding VAE, UNet, text encoder, tokenizer and
-    SD 1.5's PNDM scheduler configuration.
+    SD 1.5's PNDM scheduler configuration. ``vae_train_steps`` > 0 first fits the VAE to synthetic scenes
+    (~0.3 s a step on two CPU cores), so generated images can be decoded and measured.
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -122,6 +145,8 @@ def build_tiny_sd(seed: int = 0):
         norm_num_groups=8,
         sample_size=128,
         )
+    if vae_train_steps:
+        _train_vae(vae, vae_train_steps, seed)
     _calibrate_vae(vae)
     torch.manual_seed(seed + 1)
     # SD 1.5's block types and layers_per_block=2 (three sub-layers per decoder block), tiny widths.
@@ -182,7 +207,7 @@ def _write_tokenizer_like_sd15(tokenizer, folder: Path) -> None:
     (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
-def save_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
+def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0) -> Path:
     """Build the tiny SD and save it in diffusers format (``model_index.json`` + one folder per part).
 
     The folder is written under a temporary name and renamed, so an interrupted build never leaves a
@@ -194,25 +219,28 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    pipe = build_tiny_sd(seed)
+    pipe = build_tiny_sd(seed, vae_train_steps)
     pipe.save_pretrained(tmp, safe_serialization=True)
     _write_tokenizer_like_sd15(pipe.tokenizer, tmp / "tokenizer")
-    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "builder": "lumen.tiny_sd",
-                                                        "version": BUILDER_VERSION}, indent=2))
+    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "vae_train_steps": vae_train_steps,
+                                                        "builder": "lumen.tiny_sd", "version": BUILDER_VERSION},
+                                                       indent=2))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
 
 
-def tiny_sd_seed(folder: str | Path) -> int | None:
-    """The seed a tiny SD folder was built with; None when it is not one, is incomplete, or was built by
-    another version of this builder (then it is rebuilt)."""
+def tiny_sd_settings(folder: str | Path) -> dict | None:
+    """``{"seed", "vae_train_steps"}`` a tiny SD folder was built with; None when it is not one, is incomplete,
+    or was built by another version of this builder (then it is rebuilt)."""
     marker = Path(folder) / "lumen_tiny_sd.json"
     if not marker.is_file():
         return None
     info = json.loads(marker.read_text())
-    return int(info["seed"]) if info.get("version") == BUILDER_VERSION else None
+    if info.get("version") != BUILDER_VERSION:
+        return None
+    return {"seed": int(info["seed"]), "vae_train_steps": int(info.get("vae_train_steps", 0))}
 
 
 def build_sd15_architecture(device: str | torch.device = "cpu", seed: int = 0):

@@ -30,7 +30,7 @@ from lumen.data.paths import resolve_split_paths
 from lumen.data.preview import save_data_preview
 from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
 from lumen.models import TORCH_DTYPES, load_sd_components
-from lumen.tiny_sd import save_tiny_sd, tiny_sd_seed
+from lumen.tiny_sd import save_tiny_sd, tiny_sd_settings
 
 SCRIPTS = Path(__file__).resolve().parent
 DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs")
@@ -71,10 +71,11 @@ def main(argv=None) -> int:
 
     start = _stage(1, "tiny Stable Diffusion")
     model_dir = Path(cfg.model.pretrained)
-    if tiny_sd_seed(model_dir) == cfg.tiny_model.seed:
+    wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps}
+    if tiny_sd_settings(model_dir) == wanted:
         print(f"    reusing {model_dir}")
     else:
-        save_tiny_sd(model_dir, seed=cfg.tiny_model.seed)
+        save_tiny_sd(model_dir, seed=cfg.tiny_model.seed, vae_train_steps=cfg.tiny_model.vae_train_steps)
         print(f"    built {model_dir} ({time.perf_counter() - start:.1f} s)")
         stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
         for path in stale:  # made with the previous model: they would be refused, so start them afresh

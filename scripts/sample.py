@@ -27,6 +27,7 @@ from lumen.build import SamplingSetup
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import run_cli
 from lumen.layout import layout_to_image
+from lumen.plotting import pyplot, save_figure, to_uint8_image
 from lumen.sampling import SampleJob, run_jobs
 from lumen.sources import SampleInputError, Source, compute_layouts, load_sources, source_from_json
 
@@ -36,14 +37,9 @@ SAMPLES_JSON = "samples.json"
 def save_grid(source: Source, layout: torch.Tensor, columns: list[str], cells: dict, rows: int, path: Path,
               title: str) -> Path:
     """Source | layout | one column per entry of ``columns``; ``cells[(column, row)]`` are uint8 images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     width = 2 + len(columns)
-    fig, axes = plt.subplots(rows, width, figsize=(2.4 * width, 2.5 * rows), squeeze=False)
-    image = ((source.pixel_values.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    fig, axes = pyplot().subplots(rows, width, figsize=(2.4 * width, 2.5 * rows), squeeze=False)
+    image = to_uint8_image(source.pixel_values)
     for r in range(rows):
         axes[r][0].imshow(image)
         axes[r][1].imshow(layout_to_image(layout, size=image.shape[0]))
@@ -56,11 +52,7 @@ def save_grid(source: Source, layout: torch.Tensor, columns: list[str], cells: d
     axes[0][0].set_title(f"source {source.name}", fontsize=6, loc="left")
     axes[0][1].set_title("layout (components 1-3)", fontsize=6, loc="left")
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def make_jobs(cfg: LumenConfig, sources: list[Source], resolution: int, n_components: int) -> list[SampleJob]:

@@ -18,6 +18,7 @@ from accelerate.utils import gather_object
 from PIL import Image
 
 from lumen.layout import layout_to_image, resize_layout
+from lumen.plotting import pyplot, save_figure, to_uint8_image
 
 
 @dataclass
@@ -107,15 +108,10 @@ def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -
 
 def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:
     """Rows: validation images. Columns: source, layout (components 1-3), then one sample per prompt."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows, columns = len(prompts), 2 + max(len(p) for p in prompts)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
     for i in range(rows):
-        source = ((val.images[i].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        source = to_uint8_image(val.images[i])
         axes[i][0].imshow(source)
         axes[i][0].set_title(f"image {val.image_ids[i]}", fontsize=7, loc="left")
         axes[i][1].imshow(layout_to_image(val.layouts[i], size=source.shape[0]))
@@ -126,8 +122,4 @@ def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: 
         for axis in axes[i]:
             axis.axis("off")
     fig.suptitle(f"validation at step {step}", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumen.plotting import pyplot, save_figure, to_uint8_image
+
 
 def label_colours(seed: int = 0) -> np.ndarray:
     """A fixed random colour per label value ``(256, 3)`` uint8; 255 (unlabeled) is black."""
@@ -17,16 +19,12 @@ def label_colours(seed: int = 0) -> np.ndarray:
 def save_data_preview(samples: list[dict], path: str | Path, title: str = "") -> Path:
     """Save a grid of samples (dicts with ``pixel_values`` (3, R, R) in [-1, 1], ``caption`` and optionally
     ``label`` (R, R)) as a PNG: one row per sample, image then label map, caption above the row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = 2 if any("label" in s for s in samples) else 1
     fig, axes = plt.subplots(len(samples), columns, figsize=(3.2 * columns, 3.0 * len(samples)), squeeze=False)
     colours = label_colours()
     for row, sample in zip(axes, samples):
-        image = ((sample["pixel_values"].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        image = to_uint8_image(sample["pixel_values"])
         row[0].imshow(image)
         row[0].set_title(sample["caption"][:60] or "(empty prompt)", fontsize=7, loc="left")
         if columns == 2:
@@ -36,9 +34,4 @@ def save_data_preview(samples: list[dict], path: str | Path, title: str = "") ->
             axis.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
