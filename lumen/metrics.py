@@ -54,11 +54,10 @@ def rms_distance(a: np.ndarray, b: np.ndarray) -> float:
 def pairwise_distance(items: Sequence, distance: Optional[Callable] = None) -> Optional[float]:
     """Mean ``distance`` over all pairs of ``items`` (default ``rms_distance``; None for fewer than two)."""
     distance = distance or rms_distance
-    images = items
-    pairs = list(itertools.combinations(range(len(images)), 2))
+    pairs = list(itertools.combinations(items, 2))
     if not pairs:
         return None
-    return float(np.mean([distance(images[i], images[j]) for i, j in pairs]))
+    return float(np.mean([distance(a, b) for a, b in pairs]))
 
 
 def mean_iou(prediction: np.ndarray, reference: np.ndarray, ignore: int = 255) -> float:

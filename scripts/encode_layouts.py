@@ -50,6 +50,7 @@ def encode_split(cfg, split, extractor, encoder, accelerator, out: Path) -> None
                disable=not accelerator.is_main_process)
     start, seen = time.perf_counter(), 0
     warn_once = ProblemLog(split, cfg.data.max_bad_fraction)  # reports each unusable image as it is met
+    captions_of = {record.image_id: record.captions for record in dataset.index.records}
     for shard in todo:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, list(ranges[shard])),
                                              batch_size=cfg.layout.batch_size, num_workers=cfg.data.num_workers,
@@ -61,9 +62,7 @@ def encode_split(cfg, split, extractor, encoder, accelerator, out: Path) -> None
                 warn_once.record(path, reason)
             if batch["pixel_values"] is not None:
                 output = extractor(batch["pixel_values"])
-                captions = [dataset.index.records[i].captions for i in ranges[shard]]
-                by_id = {dataset.index.records[i].image_id: c for i, c in zip(ranges[shard], captions)}
-                rows.add(batch["image_id"], [by_id[int(i)] for i in batch["image_id"]], encoder(output.features),
+                rows.add(batch["image_id"], [captions_of[int(i)] for i in batch["image_id"]], encoder(output.features),
                          output.latent_mean, output.latent_std)
             seen += len(batch["image_id"]) + len(batch["bad"])
             bar.update(len(batch["image_id"]) + len(batch["bad"]))

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.data.labels import IGNORE, STUFF_OTHER_ID
+from lumen.data.paths import resolve_split_paths
 from lumen.errors import LumenError, run_cli
 from lumen.sampling import SampleJob, run_jobs
 from train.distributed import make_accelerator
@@ -67,7 +68,7 @@ def synthesize(cfg: LumenConfig) -> Path:
     out_split = s.out_split or s.split
     shards_dir = out / ".shards"
     setup = SamplingSetup(cfg, cfg.sample.controlnet)
-    has_labels = split_dataset(cfg, s.split).index.paths.label_maps_dir is not None
+    has_labels = resolve_split_paths(cfg.data, s.split).label_maps_dir is not None
     dataset = split_dataset(cfg, s.split, labels="stuffthingmaps" if has_labels else "none")
     count = len(dataset) if s.limit is None else min(s.limit, len(dataset))
     shards = [range(a, min(a + s.shard_size, count)) for a in range(0, count, s.shard_size)]
