@@ -123,9 +123,10 @@ class ControlNetTask:
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.text_embeddings(list(batch["caption"]))
 
-        # 2. ControlNet residuals, then the frozen UNet with them.
-        down, mid = controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=condition,
-                               return_dict=False)
+        # 2. ControlNet residuals, then the frozen UNet with them. The ControlNet (float32 master weights) gets
+        # float32 inputs: autocast, where active, lowers its matmuls and convolutions to the compute dtype.
+        down, mid = controlnet(noisy.float(), timesteps, encoder_hidden_states=text.float(),
+                               controlnet_cond=condition.float(), return_dict=False)
         prediction = self.unet(
             noisy.to(self.weight_dtype), timesteps, encoder_hidden_states=text,
             down_block_additional_residuals=[r.to(self.weight_dtype) for r in down],

@@ -64,29 +64,31 @@ def bench_sd15(args, work: Path) -> None:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     from transformers import CLIPTokenizer
 
-    vae, unet, text_encoder, scheduler = build_sd15_architecture()
+    vae, unet, text_encoder, scheduler = build_sd15_architecture(device)
     tokenizer = CLIPTokenizer.from_pretrained(save_tiny_sd(work / "tok-sd") / "tokenizer")
     controlnet = controlnet_from_unet(unet, conditioning_channels=20)
     for module in (vae, unet, text_encoder, controlnet):
         module.to(device, dtype)
     parts = SDComponents(vae, unet, text_encoder, tokenizer, scheduler, source="random SD 1.5 architecture")
     pipe = build_controlnet_pipeline(parts, controlnet)
-    layouts = torch.randn(4, 20, 32, 32)
-    jobs = jobs_for(args.sd15_batch, 20, 512)
-    rows = []
-    for variant in ("eager", "channels_last", "compile"):
+    layouts = torch.randn(4, 20, args.sd15_resolution // 16, args.sd15_resolution // 16)
+    jobs = jobs_for(args.sd15_batch, args.sd15_steps, args.sd15_resolution)
+    print(f"\n[SD 1.5 architecture] {args.sd15_resolution} px, {args.sd15_steps} steps, {str(dtype)[6:]}, "
+          f"batch {len(jobs)}, {device}, median of {args.repeats}:", flush=True)
+    eager = None
+    for variant in ("eager", "channels_last", "channels_last + compile"):
         if variant == "channels_last":
             unet.to(memory_format=torch.channels_last)
             controlnet.to(memory_format=torch.channels_last)
-        if variant == "compile":
-            pipe.unet = torch.compile(unet)
-            pipe.controlnet = torch.compile(controlnet)
-        run_jobs(pipe, layouts, jobs, len(jobs))  # warm-up (and compilation)
+        if variant.endswith("compile"):  # in place, on top of channels_last
+            unet.compile()
+            controlnet.compile()
+        warm_up = timed(lambda: run_jobs(pipe, layouts, jobs, len(jobs)), sync)  # includes compilation
         seconds = [timed(lambda: run_jobs(pipe, layouts, jobs, len(jobs)), sync) for _ in range(args.repeats)]
-        rows.append((variant, statistics.median(seconds) / len(jobs)))
-    print(f"\n[SD 1.5 architecture] 512 px, 20 steps, {str(dtype)[6:]}, batch {len(jobs)}, {device}:")
-    for variant, per_image in rows:
-        print(f"    {variant:14s} {per_image:.3f} s/image")
+        per_image = statistics.median(seconds) / len(jobs)
+        eager = eager or per_image
+        print(f"    {variant:26s} {per_image:.4f} s/image  {1 / per_image:6.2f} images/s  {eager / per_image:.2f}x "
+              f"eager  (first batch {warm_up:.1f} s)", flush=True)
 
 
 def main(argv=None) -> int:
@@ -96,10 +98,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sd15", action="store_true", help="also SD 1.5 (default: only with a GPU)")
     parser.add_argument("--sd15-batch", type=int, default=16)
+    parser.add_argument("--sd15-steps", type=int, default=20)
+    parser.add_argument("--sd15-resolution", type=int, default=512)
+    parser.add_argument("--skip-tiny", action="store_true")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
-        bench_tiny(args, Path(tmp))
+        if not args.skip_tiny:
+            bench_tiny(args, Path(tmp))
         if args.sd15 or torch.cuda.is_available():
             bench_sd15(args, Path(tmp))
     return 0

@@ -6,7 +6,8 @@ a warm-up step), the full training step (forward, backward, AdamW step) of
   - the on-the-fly path: VAE encode + the frozen UNet pass to decoder layer 8 for the layout, every step;
 on SD 1.5's architecture with random weights (batch --batch-size, default 1), and prints the ratio.
 Then the same on the tiny model at the tiny config's 128 px and batch 4, as steps/s.
-With a GPU, add --device cuda --mixed-precision bf16 [--gradient-checkpointing] for images/s and peak memory.
+With a GPU: --device cuda --mixed-precision bf16 --batch-size 8 --gradient-checkpointing both for images/s and
+peak memory with and without gradient checkpointing.
 """
 
 from __future__ import annotations
@@ -71,26 +72,32 @@ def bench(name, vae, unet, text_encoder, tokenizer, scheduler, resolution, batch
         optimizer.zero_grad(set_to_none=True)
 
     times = {key: [] for key in batches}
+    peak = {key: 0 for key in batches}
     for key in batches:  # warm-up
         step(batches[key])
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
         for key, batch in batches.items():
             sync()
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             step(batch)
             sync()
             times[key].append(time.perf_counter() - start)
+            if device.startswith("cuda"):
+                peak[key] = max(peak[key], torch.cuda.max_memory_allocated())
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{name}: {resolution} px, batch {batch_size}, {device}, {str(dtype).replace('torch.', '')}"
           f"{', gradient checkpointing' if gradient_checkpointing else ''}; median of {steps} steps")
     for key in batches:
+        memory = f"  peak {peak[key] / 2**30:5.1f} GiB" if device.startswith("cuda") else ""
         print(f"    {key:10s} {med[key]:8.3f} s/step  {1 / med[key]:7.3f} steps/s  "
-              f"{batch_size / med[key]:7.3f} images/s")
+              f"{batch_size / med[key]:7.3f} images/s{memory}")
     print(f"    cached path is {med['on-the-fly'] / med['cached']:.2f}x faster")
+    controlnet.to("cpu")
+    del controlnet, optimizer, task, extractor
     if device.startswith("cuda"):
-        print(f"    peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--gradient-checkpointing", choices=["off", "on", "both"], default="off",
+                        help="of the ControlNet; 'both' measures each in turn")
     parser.add_argument("--skip-sd15", action="store_true", help="only the tiny model")
     args = parser.parse_args(argv)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
@@ -113,9 +121,11 @@ def main(argv=None) -> int:
         tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer")
         if not args.skip_sd15:
             print("building SD 1.5 architecture (random weights) ...", flush=True)
-            vae, unet, text_encoder, scheduler = build_sd15_architecture()
-            bench("SD 1.5 architecture", vae, unet, text_encoder, tokenizer, scheduler, args.resolution,
-                  args.batch_size, args.steps, args.device, dtype, args.gradient_checkpointing)
+            vae, unet, text_encoder, scheduler = build_sd15_architecture(args.device)
+            variants = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
+            for checkpointing in variants:
+                bench("SD 1.5 architecture", vae, unet, text_encoder, tokenizer, scheduler, args.resolution,
+                      args.batch_size, args.steps, args.device, dtype, checkpointing)
             del vae, unet, text_encoder
         parts = [AutoencoderKL.from_pretrained(tiny / "vae"), UNet2DConditionModel.from_pretrained(tiny / "unet"),
                  CLIPTextModel.from_pretrained(tiny / "text_encoder")]

@@ -94,3 +94,19 @@ def test_bad_settings_are_refused(tiny_parts):
         extractor_of(tiny_parts, layers=(2, 13))
     with pytest.raises(ValueError, match="timestep"):
         extractor_of(tiny_parts, timestep=1000)
+
+
+def test_a_float32_vae_feeds_a_half_precision_unet(tiny_sd_dir):
+    """fp16 training keeps the VAE in float32 (train.upcast_vae): the extractor gives each part its own dtype."""
+    parts = load_sd_components(str(tiny_sd_dir))
+    reference = SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler)
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    expected = reference(images).features
+    parts.unet.to(torch.bfloat16)
+    parts.text_encoder.to(torch.bfloat16)
+    mixed = SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler)
+    out = mixed(images)
+    assert parts.vae.dtype == torch.float32 and out.features.dtype == torch.float32
+    assert torch.isfinite(out.features).all()
+    cosine = torch.nn.functional.cosine_similarity(out.features.flatten(), expected.flatten(), dim=0)
+    assert cosine > 0.99, f"bfloat16 features drifted from float32 ones: cosine {cosine:.4f}"

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from lumen.config import load_config
 from train import checkpointing
 from train.checkpointing import complete_checkpoints, resolve_checkpoint
+from lumen.errors import LumenError
 from train.trainer import MissingDependencyError, Trainer, TrainingDivergedError
 from train.train_controlnet import main as train_main
 
@@ -228,3 +229,34 @@ def test_wandb_logs_offline(train_args, tmp_path, monkeypatch):
     Trainer(cfg_of(train_args, "train.report_to=wandb", "train.max_train_steps=2")).train()
     runs = list((tmp_path / "wandb").rglob("*.wandb"))
     assert runs, "no offline wandb run file was written"
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a run with another mixed precision needs it cleared."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_trains_and_validates_on_images_with_float32_master_weights(train_args, fresh_accelerate_state):
+    cfg = cfg_of(train_args, "train.mixed_precision=bf16", "train.use_cache=false", "train.max_train_steps=2",
+                 "validation.steps=2", "validation.num_images=1", "validation.num_inference_steps=2",
+                 "validation.metrics=true")
+    trainer = Trainer(cfg)
+    trainer.train()
+    assert trainer.parts.unet.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in trainer.accelerator.unwrap_model(trainer.controlnet).parameters())
+    out = Path(cfg.output_dir)
+    assert [p.name for p in (out / "validation").glob("*.png")] == ["step-000002.png"]
+    weights = final_weights(out)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_fp16_without_a_gpu_is_refused_with_what_to_use(train_args, fresh_accelerate_state):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: fp16 is allowed")
+    with pytest.raises(LumenError, match="mixed_precision=bf16 or no"):
+        Trainer(cfg_of(train_args, "train.mixed_precision=fp16"))

@@ -92,6 +92,10 @@ class Trainer:
         self.out = Path(cfg.output_dir)
 
         # 1. Accelerator: precision, accumulation, trackers, seedable data order.
+        if t.mixed_precision.value == "fp16" and not torch.cuda.is_available():
+            # accelerate runs no fp16 autocast on the CPU: the float32 ControlNet would meet float16 tensors.
+            raise LumenError("train.mixed_precision=fp16 needs a GPU, and none is visible. On the CPU use "
+                             "train.mixed_precision=bf16 or no.")
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             mixed_precision=t.mixed_precision.value,

@@ -56,6 +56,18 @@ def build_pipeline(parts, controlnet):
     return pipe
 
 
+def _residuals_in(dtype: torch.dtype):
+    """A forward hook casting a ControlNet's ``(down residuals, mid residual)`` output to ``dtype``."""
+
+    def hook(module, args, output):
+        if isinstance(output, tuple) and len(output) == 2:
+            down, mid = output
+            return [r.to(dtype) for r in down], mid.to(dtype)
+        return output
+
+    return hook
+
+
 def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_edits: list[str], step: int,
                    out_dir: Path, num_inference_steps: int, guidance_scale: float, conditioning_scale: float,
                    seed: int) -> Optional[tuple[Path, dict]]:
@@ -68,6 +80,9 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
     results = []
     was_training = controlnet.training
     controlnet.eval()
+    # The ControlNet keeps float32 master weights while the UNet computes in fp16 / bf16: its residuals are
+    # cast to the UNet's dtype, as in the training step (CPU autocast does not run group norm in float32).
+    cast = controlnet.register_forward_hook(_residuals_in(parts.unet.dtype))
     with torch.no_grad(), accelerator.autocast():
         for i, j in jobs[accelerator.process_index::accelerator.num_processes]:
             condition = resize_layout(val.layouts[i:i + 1], resolution).to(accelerator.device)
@@ -76,6 +91,7 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
                          controlnet_conditioning_scale=conditioning_scale, output_type="np",
                          generator=torch.Generator().manual_seed(seed + i)).images[0]
             results.append((i, j, (image * 255).round().clip(0, 255).astype(np.uint8)))
+    cast.remove()
     controlnet.train(was_training)
     gathered = gather_object(results) if accelerator.num_processes > 1 else results
     if not accelerator.is_main_process:

@@ -124,7 +124,7 @@ class SDFeatureExtractor:
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor) -> ExtractorOutput:
         """pixel_values: ``(B, 3, H, W)`` in [-1, 1], H and W multiples of 8 -> ``ExtractorOutput``."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
+        pixel_values = pixel_values.to(self.device, self.vae.dtype)  # the VAE may stay float32 (fp16 runs)
         posterior = self.vae.encode(pixel_values).latent_dist
         features = self.features_from_latents(posterior.mean * self.vae.config.scaling_factor)
         return ExtractorOutput(features=features, latent_mean=posterior.mean.float(),
