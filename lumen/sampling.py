@@ -6,11 +6,14 @@ the seed stored in the metadata regenerates it.
 
 from __future__ import annotations
 
+import types
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lumen.layout import resize_layout, truncate_components
 
@@ -31,6 +34,42 @@ def build_controlnet_pipeline(parts, controlnet, scheduler: str = "unipc"):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _linear_per_sample(self, x: torch.Tensor, max_rows_per_sample: int = 77) -> torch.Tensor:
+    """``nn.Linear.forward`` that takes a batch of inputs with few rows each (a timestep embedding, a prompt's
+    77 tokens, the 1-64 pixels of a middle block) one sample at a time: every sample then gives BLAS the
+    same shape whatever the batch size."""
+    if x.dim() >= 2 and x.shape[0] > 1 and x[0].numel() // x.shape[-1] <= max_rows_per_sample:
+        return torch.cat([F.linear(sample[None], self.weight, self.bias) for sample in x])
+    return F.linear(x, self.weight, self.bias)
+
+
+@contextmanager
+def batch_size_invariant(pipe):
+    """Within the block, ``pipe`` gives an image the same numbers whatever batch it is drawn in.
+
+    Some kernels choose their algorithm by the size of the whole batch, so an image came out a grey level
+    apart in a batch of 8 and alone: BLAS for a linear layer over a few rows (the timestep embedding has 2
+    rows for one image with classifier-free guidance and 16 for eight) and oneDNN for a convolution over a
+    batch of one (the VAE decode). Here linears over few rows per sample run one sample at a time and the VAE
+    decodes one image at a time (diffusers' VAE slicing), so every image takes the same path for any batch
+    size. Convolutions over two or more samples, norms, attention and linears over many tokens give the same
+    rows for any batch size on the CPU; tests/test_sampling.py compares the images bit for bit.
+    """
+    patched = [m for module in (pipe.unet, pipe.controlnet, pipe.text_encoder) for m in module.modules()
+               if type(m) is torch.nn.Linear]
+    slicing = pipe.vae.use_slicing
+    try:
+        for linear in patched:
+            linear.forward = types.MethodType(_linear_per_sample, linear)
+        pipe.vae.enable_slicing()
+        yield
+    finally:
+        for linear in patched:
+            del linear.forward
+        if not slicing:
+            pipe.vae.disable_slicing()
 
 
 @dataclass
@@ -61,18 +100,23 @@ def run_jobs(pipe, layouts: torch.Tensor, jobs: list[SampleJob], batch_size: int
     """
     images: list[np.ndarray] = []
     device = pipe.unet.device
-    for start in range(0, len(jobs), batch_size):
-        batch = jobs[start:start + batch_size]
-        first = batch[0]
-        condition = torch.cat([truncate_components(layouts[j.source:j.source + 1], j.n_components) for j in batch])
-        condition = resize_layout(condition, first.resolution).to(device, pipe.controlnet.dtype)
-        output = pipe(
-            [j.prompt for j in batch], image=condition, height=first.resolution, width=first.resolution,
-            num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
-            controlnet_conditioning_scale=first.conditioning_scale, output_type="np",
-            generator=[torch.Generator().manual_seed(j.seed) for j in batch],
-        ).images
-        images += [(image * 255).round().clip(0, 255).astype(np.uint8) for image in output]
-        if progress is not None:
-            progress.update(len(batch))
+    with batch_size_invariant(pipe):
+        for start in range(0, len(jobs), batch_size):
+            images += _run_batch(pipe, layouts, jobs[start:start + batch_size], device)
+            if progress is not None:
+                progress.update(min(batch_size, len(jobs) - start))
     return images
+
+
+def _run_batch(pipe, layouts: torch.Tensor, batch: list[SampleJob], device) -> list[np.ndarray]:
+    """One pipeline call for jobs sharing steps, guidance, conditioning scale and resolution."""
+    first = batch[0]
+    condition = torch.cat([truncate_components(layouts[j.source:j.source + 1], j.n_components) for j in batch])
+    condition = resize_layout(condition, first.resolution).to(device, pipe.controlnet.dtype)
+    output = pipe(
+        [j.prompt for j in batch], image=condition, height=first.resolution, width=first.resolution,
+        num_inference_steps=first.num_inference_steps, guidance_scale=first.guidance_scale,
+        controlnet_conditioning_scale=first.conditioning_scale, output_type="np",
+        generator=[torch.Generator().manual_seed(j.seed) for j in batch],
+    ).images
+    return [(image * 255).round().clip(0, 255).astype(np.uint8) for image in output]

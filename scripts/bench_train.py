@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from lumen.controlnet import controlnet_from_unet
+from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutEncoder
 from lumen.pca import PCA
@@ -94,10 +95,6 @@ def bench(name, vae, unet, text_encoder, tokenizer, scheduler, resolution, batch
         print(f"    {key:10s} {med[key]:8.3f} s/step  {1 / med[key]:7.3f} steps/s  "
               f"{batch_size / med[key]:7.3f} images/s{memory}")
     print(f"    cached path is {med['on-the-fly'] / med['cached']:.2f}x faster")
-    controlnet.to("cpu")
-    del controlnet, optimizer, task, extractor
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:
@@ -110,9 +107,13 @@ def main(argv=None) -> int:
     parser.add_argument("--gradient-checkpointing", choices=["off", "on", "both"], default="off",
                         help="of the ControlNet; 'both' measures each in turn")
     parser.add_argument("--skip-sd15", action="store_true", help="only the tiny model")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="leave glibc's defaults (freed memory goes back to the OS; page faults every step)")
     args = parser.parse_args(argv)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    kept = args.device == "cpu" and not args.return_freed_memory and keep_freed_cpu_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (", freed memory kept in the process (as the trainer does on the CPU)" if kept else ""))
     with tempfile.TemporaryDirectory() as tmp:
         tiny = save_tiny_sd(Path(tmp) / "tiny-sd")
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -126,6 +127,8 @@ def main(argv=None) -> int:
             for checkpointing in variants:
                 bench("SD 1.5 architecture", vae, unet, text_encoder, tokenizer, scheduler, args.resolution,
                       args.batch_size, args.steps, args.device, dtype, checkpointing)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # the last variant's ControlNet and optimizer are gone
             del vae, unet, text_encoder
         parts = [AutoencoderKL.from_pretrained(tiny / "vae"), UNet2DConditionModel.from_pretrained(tiny / "unet"),
                  CLIPTextModel.from_pretrained(tiny / "text_encoder")]

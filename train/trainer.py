@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lumen.build import build_extractor, cache_settings, layout_settings, split_dataset
 from lumen.cache import load_cache
 from lumen.config import LumenConfig, save_config, to_yaml
+from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
@@ -105,6 +106,8 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
         acc = self.accelerator
+        if acc.device.type == "cpu":
+            keep_freed_cpu_memory()  # every step reallocates the same activations: skip the page faults
         if acc.is_main_process:
             save_config(cfg, self.out)
         logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
