@@ -270,6 +270,7 @@ class TinyModelConfig:
 
     seed: int = 0
     vae_train_steps: int = 0  # fit the VAE to synthetic scenes first, so generated images can be measured
+    unet_train_steps: int = 0  # then train the UNet to generate such scenes (a base model a ControlNet can steer)
 
 
 @dataclass

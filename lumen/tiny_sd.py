@@ -121,12 +121,48 @@ def _train_vae(vae, steps: int, seed: int, size: int = 128, batch_size: int = 8,
     vae.eval()
 
 
-def build_tiny_sd(seed: int = 0, vae_train_steps: int = 0):
+def _train_unet(unet, vae, text_encoder, tokenizer, scheduler, steps: int, seed: int, size: int = 128,
+                batch_size: int = 16, num_images: int = 512) -> None:
+    """Train the tiny UNet as a text-conditioned denoiser of synthetic scenes (epsilon loss, SD's schedule;
+    half the captions dropped, for classifier-free guidance). A random UNet cannot generate a scene, so a
+    ControlNet on top of it cannot show what a layout controls; this one can, a little."""
+    from tqdm import tqdm
+
+    from lumen.data.synthetic import render_captioned_scene
+
+    rng = np.random.default_rng(seed + 200)
+    scenes = [render_captioned_scene(rng, size, size) for _ in range(num_images)]
+    pixels = torch.from_numpy(np.stack([image for image, _ in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels.split(64)])
+        latents = latents * vae.config.scaling_factor
+        ids = tokenizer([captions[0] for _, captions in scenes] + [""], padding="max_length",
+                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        text = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(128)])
+    generator = torch.Generator().manual_seed(seed + 3)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
+    unet.train()
+    for _ in tqdm(range(steps), desc="tiny UNet", unit="step", mininterval=5):
+        index = torch.randint(0, num_images, (batch_size,), generator=generator)
+        empty = torch.rand(batch_size, generator=generator) < 0.5
+        noise = torch.randn(latents[index].shape, generator=generator)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+        noisy = scheduler.add_noise(latents[index], noise, timesteps)
+        condition = torch.where(empty[:, None, None], text[-1:], text[index])
+        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, encoder_hidden_states=condition).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    unet.eval()
+
+
+def build_tiny_sd(seed: int = 0, vae_train_steps: int = 0, unet_train_steps: int = 0):
     """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible.
 
     Returns a ``StableDiffusionPipeline`` (no safety checker) holding VAE, UNet, text encoder, tokenizer and
     SD 1.5's PNDM scheduler configuration. ``vae_train_steps`` > 0 first fits the VAE to synthetic scenes
-    (~0.3 s a step on two CPU cores), so generated images can be decoded and measured.
+    (~0.3 s a step on two CPU cores), so generated images can be decoded and measured; ``unet_train_steps``
+    > 0 then trains the UNet to generate such scenes.
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -186,6 +222,11 @@ def build_tiny_sd(seed: int = 0, vae_train_steps: int = 0):
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    if unet_train_steps:
+        from diffusers import DDPMScheduler
+
+        _train_unet(unet, vae, text_encoder, tokenizer, DDPMScheduler.from_config(scheduler.config),
+                    unet_train_steps, seed)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -207,7 +248,7 @@ def _write_tokenizer_like_sd15(tokenizer, folder: Path) -> None:
     (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
-def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0) -> Path:
+def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0, unet_train_steps: int = 0) -> Path:
     """Build the tiny SD and save it in diffusers format (``model_index.json`` + one folder per part).
 
     The folder is written under a temporary name and renamed, so an interrupted build never leaves a
@@ -219,12 +260,12 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0) -
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    pipe = build_tiny_sd(seed, vae_train_steps)
+    pipe = build_tiny_sd(seed, vae_train_steps, unet_train_steps)
     pipe.save_pretrained(tmp, safe_serialization=True)
     _write_tokenizer_like_sd15(pipe.tokenizer, tmp / "tokenizer")
-    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({"seed": seed, "vae_train_steps": vae_train_steps,
-                                                        "builder": "lumen.tiny_sd", "version": BUILDER_VERSION},
-                                                       indent=2))
+    settings = {"seed": seed, "vae_train_steps": vae_train_steps, "unet_train_steps": unet_train_steps}
+    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({**settings, "builder": "lumen.tiny_sd",
+                                                        "version": BUILDER_VERSION}, indent=2))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -232,7 +273,7 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0) -
 
 
 def tiny_sd_settings(folder: str | Path) -> dict | None:
-    """``{"seed", "vae_train_steps"}`` a tiny SD folder was built with; None when it is not one, is incomplete,
+    """``{"seed", "vae_train_steps", "unet_train_steps"}`` a tiny SD folder was built with; None when it is not one, is incomplete,
     or was built by another version of this builder (then it is rebuilt)."""
     marker = Path(folder) / "lumen_tiny_sd.json"
     if not marker.is_file():
@@ -240,7 +281,8 @@ def tiny_sd_settings(folder: str | Path) -> dict | None:
     info = json.loads(marker.read_text())
     if info.get("version") != BUILDER_VERSION:
         return None
-    return {"seed": int(info["seed"]), "vae_train_steps": int(info.get("vae_train_steps", 0))}
+    return {"seed": int(info["seed"]), "vae_train_steps": int(info.get("vae_train_steps", 0)),
+            "unet_train_steps": int(info.get("unet_train_steps", 0))}
 
 
 def build_sd15_architecture(device: str | torch.device = "cpu", seed: int = 0):

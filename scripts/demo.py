@@ -71,11 +71,12 @@ def main(argv=None) -> int:
 
     start = _stage(1, "tiny Stable Diffusion")
     model_dir = Path(cfg.model.pretrained)
-    wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps}
+    wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps,
+              "unet_train_steps": cfg.tiny_model.unet_train_steps}
     if tiny_sd_settings(model_dir) == wanted:
         print(f"    reusing {model_dir}")
     else:
-        save_tiny_sd(model_dir, seed=cfg.tiny_model.seed, vae_train_steps=cfg.tiny_model.vae_train_steps)
+        save_tiny_sd(model_dir, **wanted)
         print(f"    built {model_dir} ({time.perf_counter() - start:.1f} s)")
         stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
         for path in stale:  # made with the previous model: they would be refused, so start them afresh

@@ -20,8 +20,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--vae-train-steps", type=int, default=0,
                         help="first fit the VAE to synthetic scenes for this many steps (~0.3 s each on a CPU)")
+    parser.add_argument("--unet-train-steps", type=int, default=0,
+                        help="then train the UNet to generate such scenes for this many steps")
     args = parser.parse_args(argv)
-    out = save_tiny_sd(args.out_dir, seed=args.seed, vae_train_steps=args.vae_train_steps)
+    out = save_tiny_sd(args.out_dir, seed=args.seed, vae_train_steps=args.vae_train_steps,
+                       unet_train_steps=args.unet_train_steps)
     print(f"tiny Stable Diffusion (seed {args.seed}) written to {out}")
     return 0
 

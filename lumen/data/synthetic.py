@@ -173,6 +173,12 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     return _render(rng, label_map, used + things), label_map
 
 
+def render_captioned_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[str]]:
+    """One random scene: ``(H, W, 3)`` uint8 image and its five captions."""
+    label_map, used, things, indoor = _scene(rng, width, height)
+    return _render(rng, label_map, used + things), _captions(rng, used, things, indoor)
+
+
 def _rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
 
