@@ -2,7 +2,8 @@
 
 A training step frees several GB of activations and allocates them again in the next step. By default glibc
 hands large freed blocks back to the operating system, so every step pays for page faults on fresh, zeroed
-memory: on a two-core machine, a third of an SD 1.5 step at 512 px was kernel time. Raising the thresholds
+memory: on a two-core machine, a fifth to a third of the CPU time of an SD 1.5 step at 512 px
+was kernel time. Raising the thresholds
 keeps that memory for reuse; the process then stays at its peak size, which the next step reaches anyway.
 """
 

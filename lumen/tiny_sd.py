@@ -145,9 +145,10 @@ def _train_unet(unet, vae, text_encoder, tokenizer, scheduler, steps: int, seed:
     for _ in tqdm(range(steps), desc="tiny UNet", unit="step", mininterval=5):
         index = torch.randint(0, num_images, (batch_size,), generator=generator)
         empty = torch.rand(batch_size, generator=generator) < 0.5
-        noise = torch.randn(latents[index].shape, generator=generator)
+        clean = latents[index]
+        noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
-        noisy = scheduler.add_noise(latents[index], noise, timesteps)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
         condition = torch.where(empty[:, None, None], text[-1:], text[index])
         loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, encoder_hidden_states=condition).sample, noise)
         optimizer.zero_grad(set_to_none=True)
@@ -273,8 +274,8 @@ def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0, u
 
 
 def tiny_sd_settings(folder: str | Path) -> dict | None:
-    """``{"seed", "vae_train_steps", "unet_train_steps"}`` a tiny SD folder was built with; None when it is not one, is incomplete,
-    or was built by another version of this builder (then it is rebuilt)."""
+    """``{"seed", "vae_train_steps", "unet_train_steps"}`` a tiny SD folder was built with; None when it is not
+    one, is incomplete, or was built by another version of this builder (then it is rebuilt)."""
     marker = Path(folder) / "lumen_tiny_sd.json"
     if not marker.is_file():
         return None

@@ -83,16 +83,18 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
     # The ControlNet keeps float32 master weights while the UNet computes in fp16 / bf16: its residuals are
     # cast to the UNet's dtype, as in the training step (CPU autocast does not run group norm in float32).
     cast = controlnet.register_forward_hook(_residuals_in(parts.unet.dtype))
-    with torch.no_grad(), accelerator.autocast():
-        for i, j in jobs[accelerator.process_index::accelerator.num_processes]:
-            condition = resize_layout(val.layouts[i:i + 1], resolution).to(accelerator.device)
-            image = pipe(prompts[i][j], image=condition, height=resolution, width=resolution,
-                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                         controlnet_conditioning_scale=conditioning_scale, output_type="np",
-                         generator=torch.Generator().manual_seed(seed + i)).images[0]
-            results.append((i, j, (image * 255).round().clip(0, 255).astype(np.uint8)))
-    cast.remove()
-    controlnet.train(was_training)
+    try:
+        with torch.no_grad(), accelerator.autocast():
+            for i, j in jobs[accelerator.process_index::accelerator.num_processes]:
+                condition = resize_layout(val.layouts[i:i + 1], resolution).to(accelerator.device)
+                image = pipe(prompts[i][j], image=condition, height=resolution, width=resolution,
+                             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                             controlnet_conditioning_scale=conditioning_scale, output_type="np",
+                             generator=torch.Generator().manual_seed(seed + i)).images[0]
+                results.append((i, j, (image * 255).round().clip(0, 255).astype(np.uint8)))
+    finally:
+        cast.remove()
+        controlnet.train(was_training)
     gathered = gather_object(results) if accelerator.num_processes > 1 else results
     if not accelerator.is_main_process:
         return None
