@@ -17,14 +17,29 @@ from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutSettings
 from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 from lumen.layout import LayoutEncoder
-from lumen.models import TORCH_DTYPES, SDComponents, load_sd_components
+from lumen.models import TORCH_DTYPES, SDComponents, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.sampling import build_controlnet_pipeline
 
 logger = logging.getLogger(__name__)
 
 
-def layout_settings(cfg: LumenConfig) -> LayoutSettings:
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def layout_dtype(cfg: LumenConfig, device: torch.device, pca=None) -> torch.dtype:
+    """The dtype layouts are computed in: ``layout.dtype`` when set; else the PCA's (every stage after the fit
+    computes layouts exactly as the PCA's features were); else, when fitting, ``compute_dtype``."""
+    if cfg.layout.dtype is not None:
+        return TORCH_DTYPES[cfg.layout.dtype.value]
+    if pca is not None and pca.settings.get("dtype") in TORCH_DTYPES:
+        return TORCH_DTYPES[pca.settings["dtype"]]
+    return compute_dtype(cfg, device)
+
+
+def layout_settings(cfg: LumenConfig, dtype: torch.dtype) -> LayoutSettings:
+    """What decides a layout's meaning, with ``dtype`` the dtype its features are computed in."""
     return LayoutSettings(
         backbone=cfg.layout.backbone.value,
         model=cfg.model.pretrained,
@@ -34,6 +49,7 @@ def layout_settings(cfg: LumenConfig) -> LayoutSettings:
         noise_seed=cfg.layout.noise_seed,
         prompt=cfg.layout.prompt,
         resolution=cfg.data.resolution,
+        dtype=dtype_name(dtype),
     )
 
 
@@ -46,8 +62,7 @@ def compute_dtype(cfg: LumenConfig, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def load_components(cfg: LumenConfig, device: torch.device) -> SDComponents:
-    dtype = compute_dtype(cfg, device)
+def load_components(cfg: LumenConfig, device: torch.device, dtype: torch.dtype) -> SDComponents:
     parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, dtype)
     return parts.to(device)
 
@@ -67,8 +82,10 @@ def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str
 
 
 def cache_settings(cfg: LumenConfig, pca) -> dict:
-    """What a layout cache must share with the config that reads it: layout settings and the PCA."""
-    return dict(layout_settings(cfg).to_json(), pca_fingerprint=pca.fingerprint(),
+    """What a layout cache must share with the config that reads it: layout settings (in the PCA's dtype, the
+    one the cache is made in) and the PCA."""
+    settings = layout_settings(cfg, layout_dtype(cfg, torch.device("cpu"), pca))
+    return dict(settings.to_json(), pca_fingerprint=pca.fingerprint(),
                 pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
 
 
@@ -80,16 +97,19 @@ class SamplingSetup:
 
         s = cfg.sample
         self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        default_dtype = "float16" if self.device.type == "cuda" else "float32"
-        self.dtype = TORCH_DTYPES[s.dtype.value if s.dtype else default_dtype]
         self.folder = controlnet_folder(controlnet_path)
         self.metadata = read_lumen_json(self.folder)
         self.pca = load_pca(cfg.layout.pca_dir)
-        # Layouts must be made exactly as in training: same settings, same PCA.
-        check_controlnet_matches(self.metadata, layout_settings(cfg), self.pca, str(self.folder))
+        # Layouts must be made exactly as in training: same settings, same PCA, same dtype. The layouts are
+        # computed by the sampling model itself, so it runs in the dtype the layouts were made in.
+        trained = LayoutSettings.from_json(self.metadata["layout"], f"{self.folder}/lumen.json")
+        self.dtype = TORCH_DTYPES[s.dtype.value] if s.dtype else TORCH_DTYPES[trained.dtype]
+        check_controlnet_matches(self.metadata, layout_settings(cfg, self.dtype), self.pca, str(self.folder),
+                                 dtype_hint="leave sample.dtype unset to sample in the dtype the layouts were made in")
         self.parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, self.dtype)
         self.parts.to(self.device)
-        self.controlnet = ControlNetModel.from_pretrained(self.folder, torch_dtype=self.dtype).to(self.device)
+        self.controlnet = load_part("ControlNet", self.folder, lambda: ControlNetModel.from_pretrained(
+            self.folder, torch_dtype=self.dtype)).to(self.device)
         self.extractor = build_extractor(cfg, self.parts)
         self.encoder = LayoutEncoder(self.pca)
         self.pipes: dict[str, object] = {}

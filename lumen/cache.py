@@ -10,7 +10,10 @@ Layout of ``<cache_dir>``::
 Rows: ``image_id`` (int64), ``captions`` (list of str), ``layout`` ``(N, h, w)`` float16 at the feature grid,
 ``latent_mean`` and ``latent_std`` ``(4, H/8, W/8)`` float16 (the VAE posterior, so training can still draw a
 fresh latent every step, exactly as on the fly). A shard is written under a temporary name and renamed, so
-after a kill the finished shards are kept and only the others are redone. Arrow was chosen for being
+after a kill the finished shards are kept and only the others are redone. Its ``shard.json`` records the row
+count and the size and SHA-256 of each of its files: the encoding re-checks every sum before it counts a shard
+as done (a damaged shard is named and made again), and loading checks the sizes (a truncated or lost file is
+named with the command that repairs it). Arrow was chosen for being
 memory-mapped (no loading time, shared between DataLoader workers) and columnar with fixed-shape arrays.
 """
 
@@ -23,7 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from lumen.errors import LumenError
+
+from lumen.artifacts import DamagedArtifactError, file_manifest, manifest_problems, read_json, setting_differences
+from lumen.errors import LumenError, writing
 
 SETTINGS_FILE = "cache.json"
 INDEX_FILE = "index.json"
@@ -32,6 +37,10 @@ SHARD_META = "shard.json"
 
 class CacheMismatchError(LumenError, ValueError):
     """A cache made under other settings (another PCA, model, resolution, ...) than the config's."""
+
+
+class CacheDamagedError(DamagedArtifactError):
+    """A cache split that is incomplete, or whose shards lost or changed files since they were written."""
 
 
 def shard_name(shard: int) -> str:
@@ -48,32 +57,63 @@ def check_cache_settings(cache_dir: str | Path, expected: dict[str, Any]) -> Non
     path = Path(cache_dir) / SETTINGS_FILE
     if not path.is_file():
         return
-    found = json.loads(path.read_text())
-    keys = sorted(set(found) | set(expected))
-    differences = [f"  {k}: {found.get(k)!r} (cache) vs {expected.get(k)!r} (config)"
-                   for k in keys if found.get(k) != expected.get(k)]
+    found = read_json(path, f"the layout cache in {cache_dir}", f"delete {cache_dir} and run scripts/encode_layouts.py")
+    differences = setting_differences(found, expected, "cache", "config")
     if differences:
         raise CacheMismatchError(
-            f"the cache in {cache_dir} was made with other settings than the config's:\n" + "\n".join(differences)
+            f"the cache in {cache_dir} was made with other settings than the config's:\n  " + "\n  ".join(differences)
             + f"\nDelete {cache_dir} to rebuild it, or point the config at the PCA and settings it was made with."
         )
 
 
 def write_cache_settings(cache_dir: str | Path, settings: dict[str, Any]) -> None:
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     check_cache_settings(cache_dir, settings)
-    (cache_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    with writing(cache_dir, "the layout cache"):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+
+
+def shard_problems(split_dir: Path, shard: int, checksums: bool = True) -> list[str]:
+    """What is wrong with a finished shard (empty: it verifies). A missing folder is ``["missing"]``."""
+    folder = split_dir / shard_name(shard)
+    if not folder.is_dir():
+        return ["missing"]
+    try:
+        meta = json.loads((folder / SHARD_META).read_text())
+    except FileNotFoundError:
+        return [f"{SHARD_META} is missing"]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return [f"{SHARD_META} is damaged"]
+    if "files" not in meta:
+        return [f"{SHARD_META} records no file sizes (written by an older version of Lumen)"]
+    return manifest_problems(folder, meta["files"], checksums=checksums)
 
 
 def shard_done(split_dir: Path, shard: int) -> bool:
-    return (split_dir / shard_name(shard) / SHARD_META).is_file()
+    return not shard_problems(split_dir, shard)
 
 
 def remove_partial_shards(split_dir: Path) -> None:
-    """Remove what a killed run left half-written (temporary shard folders)."""
+    """Remove what a killed or stopped run left half-written (temporary shard folders, stop records)."""
     for partial in split_dir.glob("shard-*.tmp*"):
         shutil.rmtree(partial, ignore_errors=True)
+    for record in split_dir.glob(STOP_PREFIX + "*"):
+        record.unlink()
+
+
+STOP_PREFIX = "stopped-"  # stopped-<process>.json: the unusable images a process met before the limit stopped it
+
+
+def skipped_so_far(split_dir: Path) -> list[list[str]]:
+    """``[path, reason]`` of every unusable image recorded by finished shards and by stopped processes."""
+    found = []
+    for meta in sorted(split_dir.glob(f"shard-?????/{SHARD_META}")) + sorted(split_dir.glob(STOP_PREFIX + "*")):
+        try:
+            found += json.loads(meta.read_text())["skipped"]
+        except (OSError, ValueError, KeyError):
+            continue  # being written by another process, or damaged: counted once it is complete
+    return found
 
 
 @dataclass
@@ -116,29 +156,35 @@ def write_shard(split_dir: Path, shard: int, rows: ShardRows, skipped: list[tupl
         shape = tuple(column[0].shape) if column else (1, 1, 1)
         features[name] = Array3D(shape=shape, dtype="float16")
     table = Dataset.from_dict({name: getattr(rows, name) for name in features}, features=features)
-    table.save_to_disk(str(tmp))
-    (tmp / SHARD_META).write_text(json.dumps({"rows": len(rows.image_id), "skipped": skipped}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with writing(tmp, f"cache shard {final.name}"):
+        table.save_to_disk(str(tmp))
+        meta = {"rows": len(rows.image_id), "skipped": skipped, "files": file_manifest(tmp, checksums=True)}
+        (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
     return final
 
 
 def finish_split(split_dir: Path, num_shards: int, extra: Optional[dict] = None) -> dict:
     """Write ``index.json`` once every shard exists; returns it (rows, skipped images, shards)."""
-    missing = [s for s in range(num_shards) if not shard_done(split_dir, s)]
+    missing = [shard_name(s) for s in range(num_shards) if shard_problems(split_dir, s, checksums=False)]
     if missing:
-        raise RuntimeError(f"{split_dir}: shards {missing} are missing; run the encoding again to finish them")
+        raise CacheDamagedError(f"{split_dir}: {', '.join(missing)} missing or incomplete; run "
+                                f"scripts/encode_layouts.py again to finish them")
     metas = [json.loads((split_dir / shard_name(s) / SHARD_META).read_text()) for s in range(num_shards)]
     index = dict(extra or {}, shards=[shard_name(s) for s in range(num_shards)],
                  rows=sum(m["rows"] for m in metas), skipped=[p for m in metas for p in m["skipped"]])
-    (split_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    with writing(split_dir, "the cache index"):
+        (split_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
     return index
 
 
 def load_cache(cache_dir: str | Path, split: str, expected_settings: Optional[dict[str, Any]] = None):
     """The cached rows of a split as one memory-mapped ``datasets.Dataset`` (torch format).
 
-    With ``expected_settings`` the cache must have been made under exactly those settings.
+    With ``expected_settings`` the cache must have been made under exactly those settings. Every shard's files
+    must have the sizes recorded when it was written; a damaged or missing shard is named, with the command
+    that makes it again.
     """
     from datasets import concatenate_datasets, load_from_disk
 
@@ -147,11 +193,21 @@ def load_cache(cache_dir: str | Path, split: str, expected_settings: Optional[di
         check_cache_settings(cache_dir, expected_settings)
     split_dir = cache_dir / split
     if not (split_dir / INDEX_FILE).is_file():
-        raise FileNotFoundError(f"no complete cache for split '{split}' in {cache_dir} (no {INDEX_FILE}); "
+        raise CacheDamagedError(f"no complete cache for split '{split}' in {cache_dir} (no {INDEX_FILE}); "
                                 f"run 'python scripts/encode_layouts.py CONFIG' to make or finish it")
-    index = json.loads((split_dir / INDEX_FILE).read_text())
-    tables = [load_from_disk(str(split_dir / name)) for name in index["shards"]]
+    repair = "run 'python scripts/encode_layouts.py CONFIG' again: it re-encodes"
+    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", f"{repair} the split")
+    tables = []
+    for name in index["shards"]:
+        problems = shard_problems(split_dir, int(name.split("-")[1]), checksums=False)
+        if problems:
+            raise CacheDamagedError(f"cache shard {split_dir / name} is damaged ({'; '.join(problems)}); "
+                                    f"{repair} {name}")
+        try:
+            tables.append(load_from_disk(str(split_dir / name)))
+        except Exception as err:  # pyarrow and datasets report damage with many exception types
+            raise CacheDamagedError(f"cache shard {split_dir / name} cannot be read ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0] if str(err) else ''}); {repair} {name}") from None
     tables = [t for t in tables if len(t)]
     return concatenate_datasets(tables).with_format("torch", columns=["image_id", "layout", "latent_mean",
                                                                        "latent_std"], output_all_columns=True)
-

@@ -21,6 +21,57 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from lumen.errors import LumenError
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 0 .. 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config key accepts (every element, for a list); None is always accepted where the
+    key's type is Optional. ``low_open`` / ``high_open`` exclude the bound itself."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: Optional[int] = None
+    min_items: int = 0  # for lists: at least this many elements
+
+    def accepts(self, value: Any) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return self.multiple_of is None or value % self.multiple_of == 0
+
+    def describe(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        if self.multiple_of is not None:
+            kind = f"a multiple of {self.multiple_of}"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
+        return kind
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def ranged(default: Any = None, *, factory: Any = None, **bounds: Any) -> Any:
+    """A dataclass field with its valid range (checked by ``load_config`` for every entry point)."""
+    metadata = {"range": Range(**bounds)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def seed_field(default: int = 0) -> Any:
+    return ranged(default, low=0, high=SEED_MAX)
+
 
 class DType(str, enum.Enum):
     float32 = "float32"
@@ -68,22 +119,24 @@ class DataConfig:
     stuff_file: str = "{root}/annotations/stuff_{split}2017.json"
     label_maps_dir: Optional[str] = None
     labels: LabelSource = LabelSource.none
-    resolution: int = 512  # shorter side resized to this, then centre-cropped to a square
+    # Shorter side resized to this, then centre-cropped to a square. A multiple of 8 (the VAE's factor) and
+    # at least 64 (the UNet halves the latent three times).
+    resolution: int = ranged(512, low=64, multiple_of=8)
     # A split with more unusable images (missing, unreadable, truncated) than this fraction is refused.
-    max_bad_fraction: float = 0.01
-    num_workers: int = 2
-    limit: Optional[int] = None  # use only the first N images of each split (by image id)
+    max_bad_fraction: float = ranged(0.01, low=0, high=1)
+    num_workers: int = ranged(2, low=0)
+    limit: Optional[int] = ranged(None, low=1)  # use only the first N images of each split (by image id)
 
 
 @dataclass
 class SyntheticDataConfig:
     """The embedded default's data set, written in the official layout by ``lumen.data.synthetic``."""
 
-    num_train: int = 48
-    num_val: int = 8
-    width: int = 160
-    height: int = 128
-    seed: int = 0
+    num_train: int = ranged(48, low=1)
+    num_val: int = ranged(8, low=1)
+    width: int = ranged(160, low=32)
+    height: int = ranged(128, low=32)
+    seed: int = seed_field()
 
 
 class Backbone(str, enum.Enum):
@@ -100,23 +153,29 @@ class LayoutConfig:
     """How features are extracted and turned into a neural layout (method.md sections 2 and 4)."""
 
     backbone: Backbone = Backbone.sd
-    layers: list[int] = field(default_factory=lambda: [2, 5, 8])  # decoder layers, SD-DINO's numbering
-    timestep: int = 100  # noise level the image is seen at
-    noise_seed: int = 42  # seed of the one fixed noise tensor added to every latent
+    # Decoder layers, SD-DINO's numbering (SD 1.x has 1..12; the model's own count is checked when it loads).
+    layers: list[int] = ranged(factory=lambda: [2, 5, 8], low=1, min_items=1)
+    timestep: int = ranged(100, low=0, high=999)  # noise level the image is seen at (SD's 1000 train steps)
+    noise_seed: int = seed_field(42)  # seed of the one fixed noise tensor added to every latent
     prompt: str = ""  # text condition of the UNet during extraction (its embedding is computed once)
-    batch_size: int = 4
+    batch_size: int = ranged(4, low=1)
     pca_dir: str = "${output_dir}/pca"  # the PCA layouts are projected on
-    n_components: Optional[int] = None  # keep only the first k whitened components (None: all)
+    # The dtype features are computed in; part of what a layout means (bf16 moves features by ~1 %).
+    # None: when fitting the PCA, model.dtype on a GPU and float32 on the CPU; afterwards, the PCA's.
+    dtype: Optional[DType] = None
 
 
 @dataclass
 class PCAConfig:
-    num_samples: int = 40_000  # feature vectors (pixels) drawn uniformly over (image, pixel) positions
-    num_images: Optional[int] = None  # images they are drawn from (None: enough for ~32 pixels per image)
-    n_components: int = 20
-    seed: int = 0
+    num_samples: int = ranged(40_000, low=1)  # feature vectors (pixels) drawn uniformly over (image, pixel) positions
+    num_images: Optional[int] = ranged(None, low=1)  # images they are drawn from (None: ~32 pixels per image)
+    n_components: int = ranged(20, low=1)  # at most the feature width and pca.num_samples (checked before extraction)
+    seed: int = seed_field()
     solver: PCASolver = PCASolver.sklearn
     save_samples: bool = False  # also write pca/samples.safetensors, so anyone can check the fit
+    # A PCA already in layout.pca_dir fitted with other settings is kept unless this is true (caches and
+    # ControlNets made with it would no longer match); one fitted with the same settings is reused.
+    overwrite: bool = False
 
 
 @dataclass
@@ -124,8 +183,8 @@ class EncodeConfig:
     """The cache of layouts and VAE latents (scripts/encode_layouts.py)."""
 
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    shard_size: int = 1000  # images per shard: the unit of resumption and of work per process
-    visualize: int = 0  # write pictures of the first K layouts of each split
+    shard_size: int = ranged(1000, low=1)  # images per shard: the unit of resumption and of work per process
+    visualize: int = ranged(0, low=0)  # write pictures of the first K layouts of each split
 
 
 class MixedPrecision(str, enum.Enum):
@@ -160,18 +219,18 @@ class TrainConfig:
 
     controlnet: Optional[str] = None  # a pretrained ControlNet folder to continue from (None: from the UNet)
     use_cache: bool = True  # read layouts + latents from output_dir/cache (False: compute them every step)
-    batch_size: int = 4  # per process
-    gradient_accumulation_steps: int = 1
-    max_train_steps: Optional[int] = None  # optimizer steps; None: num_train_epochs over the data
-    num_train_epochs: int = 1
-    learning_rate: float = 1e-5
+    batch_size: int = ranged(4, low=1)  # per process
+    gradient_accumulation_steps: int = ranged(1, low=1)
+    max_train_steps: Optional[int] = ranged(None, low=1)  # optimizer steps; None: num_train_epochs over the data
+    num_train_epochs: int = ranged(1, low=1)
+    learning_rate: float = ranged(1e-5, low=0, low_open=True)
     lr_scheduler: LRScheduler = LRScheduler.constant
-    lr_warmup_steps: int = 0  # optimizer steps
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
+    lr_warmup_steps: int = ranged(0, low=0)  # optimizer steps
+    adam_beta1: float = ranged(0.9, low=0, high=1, high_open=True)
+    adam_beta2: float = ranged(0.999, low=0, high=1, high_open=True)
+    adam_weight_decay: float = ranged(1e-2, low=0)
+    adam_epsilon: float = ranged(1e-8, low=0, low_open=True)
+    max_grad_norm: float = ranged(1.0, low=0, low_open=True)
     use_8bit_adam: bool = False  # needs bitsandbytes
     mixed_precision: MixedPrecision = MixedPrecision.no
     upcast_vae: bool = True  # keep the VAE in float32 in fp16 runs (SD's VAE overflows in fp16)
@@ -180,29 +239,32 @@ class TrainConfig:
     allow_tf32: bool = False
     channels_last: bool = False
     # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
-    empty_prompt_probability: float = 0.5
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: Optional[int] = 3
+    empty_prompt_probability: float = ranged(0.5, low=0, high=1)
+    checkpointing_steps: int = ranged(500, low=1)
+    checkpoints_total_limit: Optional[int] = ranged(3, low=1)  # None: keep every checkpoint
     resume_from_checkpoint: Optional[str] = None  # "latest" or a checkpoint-<step> folder
-    checkpoint_on_interrupt: bool = True  # Ctrl-C / SIGTERM: save a checkpoint, then stop
+    # A run that finds another run's checkpoints or controlnet/ in output_dir (and is not resuming) stops;
+    # true removes them first.
+    overwrite_output_dir: bool = False
+    checkpoint_on_interrupt: bool = True  # Ctrl-C / SIGTERM: save a checkpoint, then stop (exit code 3)
     report_to: Tracker = Tracker.tensorboard
     ema: bool = False
-    ema_decay: float = 0.9999
+    ema_decay: float = ranged(0.9999, low=0, high=1)
     record_batches: bool = False  # write logs/rank-<i>.json: image ids each process trained on (debugging)
     # With this probability a sample keeps only its first k whitened components (k uniform in 1..N), so one
     # ControlNet serves every k at sampling time: fewer components, more diversity.
-    component_dropout: float = 0.0
+    component_dropout: float = ranged(0.0, low=0, high=1)
 
 
 @dataclass
 class ValidationConfig:
-    steps: int = 500  # sample the validation images every this many optimizer steps (0: never)
-    num_images: int = 4  # the first images of the val split
+    steps: int = ranged(500, low=0)  # sample the validation images every this many optimizer steps (0: never)
+    num_images: int = ranged(4, low=0)  # the first images of the val split
     prompt_edits: list[str] = field(default_factory=list)  # extra prompts applied to every validation layout
-    num_inference_steps: int = 20
-    guidance_scale: float = 7.5
-    conditioning_scale: float = 1.0
-    seed: int = 0
+    num_inference_steps: int = ranged(20, low=1, high=1000)
+    guidance_scale: float = ranged(7.5, low=0)
+    conditioning_scale: float = ranged(1.0, low=0)
+    seed: int = seed_field()
     metrics: bool = False  # also compute and log layout fidelity of the validation samples
 
 
@@ -218,23 +280,25 @@ class SampleConfig:
 
     controlnet: str = "${output_dir}/controlnet"  # a trained controlnet/ or a checkpoint-<step>/ folder
     images: list[str] = field(default_factory=list)  # image files as sources...
-    image_ids: list[int] = field(default_factory=list)  # ...or ids of data.val_split (or `split`)
+    image_ids: list[int] = ranged(factory=list, low=0)  # ...or ids of data.val_split (or `split`)
     split: Optional[str] = None  # the split image_ids / from_cache refer to (None: data.val_split)
     from_cache: bool = False  # take the layouts of image_ids (or the first num_sources) from the cache
-    num_sources: int = 4  # with no images / image_ids given: the first images of the split
+    num_sources: int = ranged(4, low=1)  # with no images / image_ids given: the first images of the split
     prompts: list[str] = field(default_factory=list)  # edits; the source's own caption is always column one
-    num_images_per_prompt: int = 1
-    seed: int = 0
-    num_inference_steps: int = 20
-    guidance_scale: float = 7.5
-    conditioning_scale: float = 1.0
+    num_images_per_prompt: int = ranged(1, low=1)
+    seed: int = seed_field()
+    num_inference_steps: int = ranged(20, low=1, high=1000)
+    guidance_scale: float = ranged(7.5, low=0)
+    conditioning_scale: float = ranged(1.0, low=0)
     scheduler: SamplerName = SamplerName.unipc
-    resolution: Optional[int] = None  # None: data.resolution
-    batch_size: int = 8
-    dtype: Optional[DType] = None  # None: float16 on a GPU, float32 on the CPU
+    resolution: Optional[int] = ranged(None, low=64, multiple_of=8)  # None: data.resolution
+    batch_size: int = ranged(8, low=1)
+    # None: the dtype the ControlNet's layouts were made in (lumen.json), so layouts are computed exactly as in
+    # training; another dtype is refused, since it would compute the layouts differently.
+    dtype: Optional[DType] = None
     device: Optional[str] = None  # None: cuda when available
-    n_components: Optional[int] = None  # keep the first k whitened components (None: all)
-    sweep_components: list[int] = field(default_factory=list)  # one grid over these k instead of prompts
+    n_components: Optional[int] = ranged(None, low=1)  # keep the first k whitened components (None: all)
+    sweep_components: list[int] = ranged(factory=list, low=1)  # one grid over these k instead of prompts
     out_dir: str = "${output_dir}/samples"
     replay: Optional[str] = None  # a samples JSON: regenerate its images (or only `replay_image`) exactly
     replay_image: Optional[str] = None
@@ -245,10 +309,10 @@ class SynthesizeConfig:
     """scripts/synthesize.py: a new data set generated from the layouts of a split."""
 
     split: str = "train"
-    images_per_source: int = 1  # K generated images per source image
+    images_per_source: int = ranged(1, low=1, high=99)  # K generated images per source (ids: source id x 100 + k)
     prompts: list[str] = field(default_factory=list)  # prompts to cycle through (empty: the source's caption)
-    limit: Optional[int] = None  # only the first N source images
-    shard_size: int = 64
+    limit: Optional[int] = ranged(None, low=1)  # only the first N source images
+    shard_size: int = ranged(64, low=1)
     out_root: str = "${output_dir}/synthetic"
     out_split: Optional[str] = None  # name of the written split (None: the source split's)
 
@@ -258,9 +322,9 @@ class EvaluateConfig:
     """scripts/evaluate.py: layout fidelity, diversity, and optionally mIoU of generated images."""
 
     samples: str = "${output_dir}/samples/samples.json"  # a samples JSON written by scripts/sample.py
-    kmeans_clusters: int = 6  # clusters of the layouts' k-means segmentations compared by adjusted Rand index
+    kmeans_clusters: int = ranged(6, low=2)  # clusters of the layouts' k-means segmentations compared by ARI
     segmenter: Optional[str] = None  # a transformers AutoModelForSemanticSegmentation folder, for mIoU
-    segmenter_label_offset: int = 0  # added to the segmenter's class ids to get label-map values
+    segmenter_label_offset: int = ranged(0, low=-255, high=255)  # added to the segmenter's class ids
     out: str = "${output_dir}/evaluation"
 
 
@@ -268,15 +332,15 @@ class EvaluateConfig:
 class TinyModelConfig:
     """The tiny random-weight Stable Diffusion that the demo and tests build (lumen.tiny_sd)."""
 
-    seed: int = 0
-    vae_train_steps: int = 0  # fit the VAE to synthetic scenes first, so generated images can be measured
-    unet_train_steps: int = 0  # then train the UNet to generate such scenes (a base model a ControlNet can steer)
+    seed: int = seed_field()
+    vae_train_steps: int = ranged(0, low=0)  # fit the VAE to synthetic scenes first, so samples can be measured
+    unet_train_steps: int = ranged(0, low=0)  # then train the UNet to generate such scenes (a base a ControlNet steers)
 
 
 @dataclass
 class LumenConfig:
     output_dir: str = "outputs/run"
-    seed: int = 0
+    seed: int = seed_field()
     model: ModelConfig = field(default_factory=ModelConfig)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -325,13 +389,25 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
         raise _explain(err, source) from None
 
 
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of every leaf of a plain (nested dict) config."""
+    if not isinstance(node, dict):
+        return [prefix]
+    keys = []
+    for key, value in node.items():
+        keys += _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
 def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> LumenConfig:
     """Merge the schema's defaults, ``files`` in order, then ``overrides`` (``key=value``).
 
     Returns the validated config as plain dataclasses (interpolations such as ``${output_dir}`` resolved).
-    Raises ``ConfigError`` naming the key and its source when anything does not fit the schema.
+    Raises ``ConfigError`` naming the key and its source when anything does not fit the schema: an unknown
+    key, a wrong type, or a value outside the key's range (``Range``).
     """
     cfg = OmegaConf.structured(LumenConfig)
+    sources: dict[str, str] = {}  # dotted key -> where its value came from (the last one to set it)
     for path in files:
         path = Path(path)
         if not path.is_file():
@@ -345,6 +421,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path} must hold a mapping of config keys, found {type(loaded).__name__}")
         cfg = _merge(cfg, loaded, str(path))
+        sources.update(dict.fromkeys(_leaf_keys(OmegaConf.to_container(loaded, resolve=False)), str(path)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.empty_prompt_probability=0.1)")
@@ -352,11 +429,58 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as err:
             raise ConfigError(f"cannot parse override '{item}': {err}") from None
-        cfg = _merge(cfg, dot, f"command-line override '{item}'")
+        source = f"command-line override '{item}'"
+        cfg = _merge(cfg, dot, source)
+        sources.update(dict.fromkeys(_leaf_keys(OmegaConf.to_container(dot, resolve=False)), source))
     try:
-        return OmegaConf.to_object(cfg)
+        result = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise _explain(err, "interpolation") from None
+    problems = range_problems(result, sources) + relation_problems(result, sources)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return result
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def range_problems(cfg: Any, sources: dict[str, str], prefix: str = "") -> list[str]:
+    """One line per value outside its key's ``Range``: the key, the value, where it came from, what is valid."""
+    problems = []
+    for f in fields(cfg):
+        key = f"{prefix}{f.name}"
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            problems += range_problems(value, sources, key + ".")
+            continue
+        bounds: Optional[Range] = f.metadata.get("range")
+        if bounds is None or value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        integer = all(isinstance(v, int) for v in items)
+        bad = [v for v in items if _numeric(v) and not bounds.accepts(v)]
+        if isinstance(value, list) and len(value) < bounds.min_items:
+            problems.append(f"bad value for config key '{key}' (from {sources.get(key, 'the defaults')}): "
+                            f"{value}; expected a list of at least {bounds.min_items} element(s)")
+        elif bad:
+            what = f"{value} (element {bad[0]})" if isinstance(value, list) else f"{value}"
+            expected = bounds.describe(integer) + (" for every element" if isinstance(value, list) else "")
+            problems.append(f"bad value for config key '{key}' (from {sources.get(key, 'the defaults')}): "
+                            f"{what}; expected {expected}")
+    return problems
+
+
+def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
+    """Checks that involve two keys of one section."""
+    problems = []
+    if cfg.pca.n_components > cfg.pca.num_samples:
+        problems.append(
+            f"bad value for config key 'pca.n_components' (from {sources.get('pca.n_components', 'the defaults')}): "
+            f"{cfg.pca.n_components} components need at least as many samples, and pca.num_samples="
+            f"{cfg.pca.num_samples} (from {sources.get('pca.num_samples', 'the defaults')})")
+    return problems
 
 
 def to_yaml(cfg: LumenConfig) -> str:
@@ -364,13 +488,29 @@ def to_yaml(cfg: LumenConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def save_config(cfg: LumenConfig, output_dir: str | Path) -> Path:
-    """Write the resolved config to ``output_dir/config.yaml`` and return that path."""
-    out = Path(output_dir)
+def save_config(cfg: LumenConfig, folder: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config to ``folder/name`` and return that path. Each command writes its own, beside
+    its outputs (the training run's is ``output_dir/config.yaml``), so no command replaces another's record."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
+    path = out / name
     path.write_text(to_yaml(cfg))
     return path
+
+
+def split_argv(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``CONFIG.yaml ... key=value ...`` -> (files, overrides). An argument without "=" must be a config file:
+    a bare dotted key (a forgotten "=value") is named as such instead of being looked for as a file."""
+    files, overrides = [], []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif Path(item).is_file() or item.endswith((".yaml", ".yml")):
+            files.append(item)
+        else:
+            raise ConfigError(f"'{item}' is neither a config file (no such file) nor a key=value override; "
+                              f"did you mean {item}=<value>?")
+    return files, overrides
 
 
 def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) -> LumenConfig:
@@ -382,11 +522,10 @@ def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) ->
     parser.add_argument("items", nargs="+", metavar="CONFIG.yaml | key=value",
                         help="config files merged in order, then key=value overrides")
     args = parser.parse_args(argv)
-    files = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
-    if not files:
-        parser.error("give at least one config file, e.g. configs/tiny.yaml")
     try:
+        files, overrides = split_argv(args.items)
+        if not files:
+            parser.error("give at least one config file, e.g. configs/tiny.yaml")
         return load_config(files, overrides)
     except ConfigError as err:
         print(f"{prog}: config error: {err}", file=sys.stderr)

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from lumen.errors import LumenError
+from lumen.artifacts import read_json
+from lumen.errors import LumenError, writing
 from lumen.layout import LayoutSettings, describe_differences
+from lumen.models import load_part
 from lumen.pca import PCA
 
 LUMEN_JSON = "lumen.json"
@@ -47,7 +49,7 @@ def load_controlnet(folder: str | Path, conditioning_channels: Optional[int] = N
     """A pretrained ControlNet (diffusers folder) to continue from; its condition width must be N."""
     from diffusers import ControlNetModel
 
-    controlnet = ControlNetModel.from_pretrained(folder)
+    controlnet = load_part("ControlNet", folder, lambda: ControlNetModel.from_pretrained(folder))
     found = controlnet.config.conditioning_channels
     if conditioning_channels is not None and found != conditioning_channels:
         raise ControlNetMismatchError(
@@ -64,7 +66,8 @@ def lumen_metadata(settings: LayoutSettings, pca: PCA, pca_dir: str | Path) -> d
 
 def write_lumen_json(folder: str | Path, metadata: dict[str, Any]) -> Path:
     path = Path(folder) / LUMEN_JSON
-    path.write_text(json.dumps(metadata, indent=2))
+    with writing(path, "the ControlNet's lumen.json"):
+        path.write_text(json.dumps(metadata, indent=2))
     return path
 
 
@@ -73,16 +76,19 @@ def read_lumen_json(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ControlNetMismatchError(f"{folder} has no {LUMEN_JSON}: it was not trained by Lumen, so the layouts "
                                       f"it expects are unknown")
-    return json.loads(path.read_text())
+    return read_json(path, f"the ControlNet in {folder}", "train it again, or copy its lumen.json back")
 
 
-def check_controlnet_matches(metadata: dict[str, Any], settings: LayoutSettings, pca: PCA, folder: str) -> None:
-    """Refuse to drive a ControlNet with layouts made differently from the ones it was trained on."""
-    differences = describe_differences(settings, LayoutSettings.from_json(metadata["layout"]), "now",
-                                       f"{folder}/{LUMEN_JSON}")
+def check_controlnet_matches(metadata: dict[str, Any], settings: LayoutSettings, pca: PCA, folder: str,
+                             dtype_hint: str = "") -> None:
+    """Refuse to drive a ControlNet with layouts made differently from the ones it was trained on
+    (``dtype_hint``: what to do when only the dtype differs)."""
+    differences = describe_differences(settings, LayoutSettings.from_json(metadata["layout"], f"{folder}/{LUMEN_JSON}"),
+                                       "now", f"{folder}/{LUMEN_JSON}")
     if metadata["pca_fingerprint"] != pca.fingerprint():
         differences.append(f"PCA: fingerprint {pca.fingerprint()} (now) vs {metadata['pca_fingerprint']} "
                            f"({metadata['pca_dir']}, recorded in {folder}/{LUMEN_JSON})")
     if differences:
+        hint = f"\n{dtype_hint}" if dtype_hint and all(d.startswith("dtype:") for d in differences) else ""
         raise ControlNetMismatchError(f"the ControlNet in {folder} was trained on other layouts:\n  "
-                                      + "\n  ".join(differences))
+                                      + "\n  ".join(differences) + hint)

@@ -35,17 +35,18 @@ class LayoutSettings:
     noise_seed: int
     prompt: str
     resolution: int
+    dtype: str  # the dtype the features were computed in ("float32", "bfloat16", ...)
 
     def to_json(self) -> dict[str, Any]:
         return dict(asdict(self), layers=list(self.layers))
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LayoutSettings":
+    def from_json(cls, data: dict[str, Any], where: str = "the artifact") -> "LayoutSettings":
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing:
-            raise ValueError(f"layout settings lack {sorted(missing)}; the artifact was not written by this "
-                             f"version of Lumen")
+            raise SettingsMismatchError(f"the layout settings recorded in {where} lack {sorted(missing)}: it was "
+                                        f"written by an older version of Lumen; make it again with this one")
         values = {k: data[k] for k in names}
         return cls(**dict(values, layers=tuple(values["layers"])))
 
@@ -63,7 +64,7 @@ def describe_differences(expected: LayoutSettings, found: LayoutSettings, expect
 
 def check_pca_matches(pca: PCA, settings: LayoutSettings, pca_dir: str | Path) -> None:
     """Refuse a PCA fitted on features made under other settings than ``settings``."""
-    found = LayoutSettings.from_json(pca.settings)
+    found = LayoutSettings.from_json(pca.settings, f"{pca_dir}/pca.json")
     differences = describe_differences(settings, found, "config", f"{pca_dir}/pca.json")
     if differences:
         raise SettingsMismatchError(

@@ -23,6 +23,19 @@ class ModelNotFoundError(LumenError, RuntimeError):
     """The weights are neither in a local folder nor in the hub cache, and cannot be downloaded."""
 
 
+def load_part(what: str, location: str | Path, load):
+    """Call ``load()`` (a ``from_pretrained``); missing or damaged files become a ``ModelNotFoundError`` that
+    names the part and the folder instead of a loader's traceback."""
+    try:
+        return load()
+    except (OSError, ValueError, RuntimeError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelNotFoundError(
+            f"cannot load the {what} from {location}: {detail}\nIts files are missing or damaged (e.g. an "
+            f"interrupted download or copy): download or save the model again."
+        ) from None
+
+
 @dataclass
 class SDComponents:
     """The frozen Stable Diffusion parts, loaded once and shared by every stage."""
@@ -114,12 +127,16 @@ def load_sd_components(
     location, local_only = resolve_model_location(model, revision)
     common = dict(revision=revision, local_files_only=local_only)
     weights = dict(common, variant=variant, torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(location, subfolder="vae", **weights)
-    unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", **weights)
-    text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", **weights)
-    tokenizer = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **common)
+    vae = load_part("VAE", location, lambda: AutoencoderKL.from_pretrained(location, subfolder="vae", **weights))
+    unet = load_part("UNet", location,
+                     lambda: UNet2DConditionModel.from_pretrained(location, subfolder="unet", **weights))
+    text_encoder = load_part("text encoder", location, lambda: CLIPTextModel.from_pretrained(
+        location, subfolder="text_encoder", **weights))
+    tokenizer = load_part("tokenizer", location,
+                          lambda: CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **common))
     # Training adds noise with the DDPM schedule the model was trained with, whatever its sampling scheduler.
-    noise_scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", **common)
+    noise_scheduler = load_part("noise scheduler", location, lambda: DDPMScheduler.from_pretrained(
+        location, subfolder="scheduler", **common))
     for module in (vae, unet, text_encoder):
         module.requires_grad_(False)
         module.eval()

@@ -1,8 +1,9 @@
 """PCA of feature vectors: fit (scikit-learn, or the same computation in torch), save, load, plot.
 
-A fitted PCA is a folder: ``pca.safetensors`` (``mean`` (C,), ``components`` (N, C) with orthonormal rows,
+A fitted PCA is a folder (written whole under a temporary name, then moved into place): ``pca.safetensors`` (``mean`` (C,), ``components`` (N, C) with orthonormal rows,
 ``explained_variance`` (N,), ``explained_variance_ratio`` (N,)) and ``pca.json`` (the extraction settings it
-was fitted under, sample counts, the ratios, and a fingerprint of the tensors). Each component's sign is
+was fitted under, sample counts, the ratios, a fingerprint of the tensors and the size and SHA-256 of
+``pca.safetensors``). Each component's sign is
 fixed so that its largest-magnitude entry is positive, which makes fits reproducible across solvers.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lumen.errors import LumenError
+from lumen.artifacts import DamagedArtifactError, file_manifest, manifest_problems, move_into_place, read_json
+from lumen.errors import LumenError, writing
 from lumen.plotting import pyplot, save_figure
 
 TENSORS_FILE = "pca.safetensors"
@@ -29,6 +32,10 @@ SAMPLES_FILE = "samples.safetensors"
 
 class PCANotFoundError(LumenError, FileNotFoundError):
     """No fitted PCA where the config points."""
+
+
+class PCASettingsError(LumenError, ValueError):
+    """PCA settings the features cannot satisfy (more components than samples or feature channels)."""
 
 
 @dataclass
@@ -76,7 +83,7 @@ def fit_pca(samples: np.ndarray | torch.Tensor, n_components: int, solver: str =
     """
     n_samples, dim = samples.shape
     if n_components > min(n_samples, dim):
-        raise ValueError(f"pca.n_components={n_components} needs at least that many samples and feature "
+        raise PCASettingsError(f"pca.n_components={n_components} needs at least that many samples and feature "
                          f"channels; got {n_samples} samples of {dim} channels")
     if solver == "sklearn":
         from sklearn.decomposition import PCA as SkPCA
@@ -103,40 +110,57 @@ def fit_pca(samples: np.ndarray | torch.Tensor, n_components: int, solver: str =
                as_tensor(ratio))
 
 
-def save_pca(pca: PCA, folder: str | Path, samples: torch.Tensor | None = None) -> Path:
-    """Write ``pca.safetensors``, ``pca.json`` and the explained-variance plot (and the samples if given)."""
+def save_pca(pca: PCA, folder: str | Path, samples: torch.Tensor | None = None,
+             extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``pca.safetensors``, ``pca.json``, the explained-variance plot, the samples if given and
+    ``extra_files`` (name -> text) as the folder ``folder``: written under ``<folder>.tmp`` and moved into place
+    when complete, so a failure never leaves a half-written PCA, nor damages the one that was there."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"mean": pca.mean, "components": pca.components, "explained_variance": pca.explained_variance,
-               "explained_variance_ratio": pca.explained_variance_ratio}
-    # Written to a temporary name first: a half-written PCA must never look like a finished one.
-    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / (TENSORS_FILE + ".tmp"))
-    if samples is not None:
-        save_file({"features": samples.contiguous()}, folder / SAMPLES_FILE)
-    settings = dict(pca.settings, n_components=pca.n_components, feature_dim=pca.feature_dim,
-                    explained_variance_ratio=[round(float(r), 6) for r in pca.explained_variance_ratio],
-                    fingerprint=pca.fingerprint())
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-    (folder / (TENSORS_FILE + ".tmp")).replace(folder / TENSORS_FILE)
-    plot_explained_variance(pca, folder / PLOT_FILE)
-    return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with writing(tmp, "the PCA"):
+        tensors = {"mean": pca.mean, "components": pca.components, "explained_variance": pca.explained_variance,
+                   "explained_variance_ratio": pca.explained_variance_ratio}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / TENSORS_FILE)
+        if samples is not None:
+            save_file({"features": samples.contiguous()}, tmp / SAMPLES_FILE)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        plot_explained_variance(pca, tmp / PLOT_FILE)
+        settings = dict(pca.settings, n_components=pca.n_components, feature_dim=pca.feature_dim,
+                        explained_variance_ratio=[round(float(r), 6) for r in pca.explained_variance_ratio],
+                        fingerprint=pca.fingerprint(),
+                        files=file_manifest(tmp, include=[TENSORS_FILE], checksums=True))
+        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        return move_into_place(tmp, folder)
 
 
 def load_pca(folder: str | Path) -> PCA:
-    """Read a PCA folder written by ``save_pca``; refuses one whose tensors do not match its settings."""
+    """Read a PCA folder written by ``save_pca``; refuses one that is incomplete, damaged or whose tensors do
+    not match its settings, saying how to make it again."""
     folder = Path(folder)
     if not (folder / TENSORS_FILE).is_file() or not (folder / SETTINGS_FILE).is_file():
         raise PCANotFoundError(
             f"no fitted PCA in {folder} (expected {TENSORS_FILE} and {SETTINGS_FILE}); "
             f"run 'python scripts/fit_pca.py CONFIG' first, or set layout.pca_dir"
         )
-    tensors = load_file(folder / TENSORS_FILE)
-    settings = json.loads((folder / SETTINGS_FILE).read_text())
-    pca = PCA(tensors["mean"], tensors["components"], tensors["explained_variance"],
-              tensors["explained_variance_ratio"], settings=settings)
+    refit = "refit it: python scripts/fit_pca.py CONFIG pca.overwrite=true"
+    settings = read_json(folder / SETTINGS_FILE, f"the PCA in {folder}", refit)
+    problems = manifest_problems(folder, settings.get("files", {}), checksums=True)
+    if problems:
+        raise DamagedArtifactError(f"the PCA in {folder} is damaged ({'; '.join(problems)}); {refit}")
+    try:
+        tensors = load_file(folder / TENSORS_FILE)
+        pca = PCA(tensors["mean"], tensors["components"], tensors["explained_variance"],
+                  tensors["explained_variance_ratio"], settings=settings)
+    except Exception as err:  # safetensors reports damage with its own exception types
+        raise DamagedArtifactError(f"the PCA in {folder} is damaged ({folder / TENSORS_FILE}: "
+                                   f"{type(err).__name__}: {err}); {refit}") from None
     if settings.get("fingerprint") not in (None, pca.fingerprint()):
-        raise ValueError(f"{folder}: {TENSORS_FILE} does not match {SETTINGS_FILE} (fingerprint "
-                         f"{pca.fingerprint()} vs {settings['fingerprint']}); refit the PCA")
+        raise DamagedArtifactError(f"{folder}: {TENSORS_FILE} does not match {SETTINGS_FILE} (fingerprint "
+                                   f"{pca.fingerprint()} vs {settings['fingerprint']}); {refit}")
     return pca
 
 

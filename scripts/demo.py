@@ -39,9 +39,10 @@ DEFAULT_CONFIG = SCRIPTS.parent / "configs" / "tiny.yaml"
 
 def _run(script: str, argv: list[str], launcher: tuple[str, ...] = ()) -> None:
     """Run another entry point as its own process, the way a user would, and stop the demo if it fails."""
-    shown = [*(("accelerate", "launch", *launcher) if launcher else ("python",)), script, *argv]
+    # train/launch.py is `accelerate launch` with Lumen's exit codes (see its docstring).
+    shown = [*(("python", "train/launch.py", *launcher) if launcher else ("python",)), script, *argv]
     print("    $ " + " ".join(shlex.quote(c) for c in shown), flush=True)
-    prefix = [sys.executable, "-m", "accelerate.commands.launch", *launcher] if launcher else [sys.executable]
+    prefix = [sys.executable, str(SCRIPTS.parent / "train" / "launch.py"), *launcher] if launcher else [sys.executable]
     if subprocess.run([*prefix, str(SCRIPTS.parent / script), *argv]).returncode != 0:
         raise SystemExit(f"demo: {script} failed (its messages are above)")
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
     cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
     out = Path(cfg.output_dir)
-    config_path = save_config(cfg, out)
+    config_path = save_config(cfg, out, "demo_config.yaml")
     summary = [f"resolved config: {config_path}"]
 
     start = _stage(1, "tiny Stable Diffusion")
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
         summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
 
     _stage(7, "train the ControlNet (a few dozen steps, two processes)")
-    _run("train/train_controlnet.py", argv, launcher=_two_processes())
+    # An earlier demo's run is continued (already at its last step, it only writes the final ControlNet).
+    _run("train/train_controlnet.py", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
     checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
     grids = sorted((out / "validation").glob("*.png"))
     summary.append(f"checkpoints: {', '.join(str(c) for c in checkpoints)}")

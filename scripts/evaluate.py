@@ -23,10 +23,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lumen.build import build_extractor, load_components, split_dataset
+from lumen.artifacts import ensure_writable, read_json
+from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
 from lumen.layout import LayoutEncoder
+from lumen.models import load_part
 from lumen.metrics import feature_distance, layout_cosine, layout_kmeans_ari, mean_iou, pairwise_distance
 from lumen.pca import load_pca
 from lumen.sources import compute_layouts, source_from_json
@@ -45,8 +47,10 @@ def segmentation_scores(cfg: LumenConfig, metadata: dict, root: Path, records: l
     """Per image (by index in ``records``): mIoU of the segmenter against the source's label map."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-    model = AutoModelForSemanticSegmentation.from_pretrained(cfg.evaluate.segmenter).eval()
-    processor = AutoImageProcessor.from_pretrained(cfg.evaluate.segmenter)
+    folder = cfg.evaluate.segmenter
+    model = load_part("segmenter (evaluate.segmenter)", folder,
+                      lambda: AutoModelForSemanticSegmentation.from_pretrained(folder)).eval()
+    processor = load_part("segmenter's image processor", folder, lambda: AutoImageProcessor.from_pretrained(folder))
     labels: dict[int, np.ndarray] = {}
     scores = {}
     for i, record in enumerate(records):
@@ -70,16 +74,16 @@ def evaluate(cfg: LumenConfig) -> dict:
     path = Path(cfg.evaluate.samples)
     if not path.is_file():
         raise EvaluationInputError(f"evaluate.samples={path}: no samples JSON; run scripts/sample.py first")
-    metadata = json.loads(path.read_text())
+    metadata = read_json(path, "evaluate.samples", "give a samples.json written by scripts/sample.py")
     root = path.parent
     pca = load_pca(cfg.layout.pca_dir)
     recorded = metadata["settings"]["lumen"]["pca_fingerprint"]
     if recorded != pca.fingerprint():
         raise EvaluationInputError(f"the samples in {path} were made with the PCA {recorded}, the config's "
                                    f"({cfg.layout.pca_dir}) is {pca.fingerprint()}: evaluate with the same PCA")
-    save_config(cfg, cfg.output_dir)
+    out = ensure_writable(cfg.evaluate.out, "the evaluation")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    parts = load_components(cfg, device)
+    parts = load_components(cfg, device, layout_dtype(cfg, device, pca))
     extractor, encoder = build_extractor(cfg, parts), LayoutEncoder(pca)
     records = metadata["images"]
     resolution = records[0]["resolution"]
@@ -122,11 +126,10 @@ def evaluate(cfg: LumenConfig) -> dict:
         })
     result = {"samples": str(path), "diversity_metric": "1 - mean per-pixel cosine of decoder features",
               "segmentation": segmenter_note, "rows": rows, "per_image": per_image}
-    out = Path(cfg.evaluate.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(result)
     (out / "metrics.md").write_text(table)
+    save_config(cfg, out)
     print(table)
     print(f"written to {out / 'metrics.json'} and {out / 'metrics.md'}")
     return result

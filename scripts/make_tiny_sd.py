@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lumen.errors import run_cli
 from lumen.tiny_sd import save_tiny_sd
 
 
@@ -30,4 +31,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "make_tiny_sd.py"))

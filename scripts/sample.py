@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from lumen.artifacts import ensure_writable, read_json
 from lumen.build import SamplingSetup
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import run_cli
@@ -86,8 +87,7 @@ def sample(cfg: LumenConfig) -> Path:
         return replay(cfg)
     resolution = s.resolution or cfg.data.resolution
     split = s.split or cfg.data.val_split
-    out = Path(s.out_dir)
-    save_config(cfg, cfg.output_dir)
+    out = ensure_writable(s.out_dir, "the samples")
     sampler = SamplingSetup(cfg, s.controlnet)
     sources = load_sources(cfg, resolution, split)
     layouts = compute_layouts(cfg, sources, sampler.extractor, sampler.encoder)
@@ -124,6 +124,7 @@ def sample(cfg: LumenConfig) -> Path:
         "images": records,
     }
     (out / SAMPLES_JSON).write_text(json.dumps(metadata, indent=2))
+    save_config(cfg, out)
     print(f"{len(images)} images from {len(sources)} sources in {out}")
     for grid in grids:
         print(f"  grid: {grid}")
@@ -137,7 +138,7 @@ def replay(cfg: LumenConfig) -> Path:
     path = Path(cfg.sample.replay)
     if not path.is_file():
         raise SampleInputError(f"sample.replay={path}: no such samples JSON")
-    metadata = json.loads(path.read_text())
+    metadata = read_json(path, "sample.replay", "give a samples.json written by scripts/sample.py")
     records = metadata["images"]
     wanted = records
     if cfg.sample.replay_image:
@@ -168,6 +169,7 @@ def replay(cfg: LumenConfig) -> Path:
             identical += same
             diff = 0 if same else int(np.abs(stored.astype(int) - image.astype(int)).max())
             print(f"  {record['file']}: {'identical' if same else f'differs (max {diff})'}")
+    save_config(cfg, out)
     print(f"replayed {len(wanted)} images into {out}: {identical} identical to the stored ones")
     return out
 

@@ -25,19 +25,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lumen.artifacts import ensure_writable
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.data.labels import IGNORE, STUFF_OTHER_ID
 from lumen.data.paths import resolve_split_paths
-from lumen.errors import LumenError, run_cli
+from lumen.errors import run_cli
 from lumen.sampling import SampleJob, run_jobs
-from train.distributed import make_accelerator
+from train.distributed import close_processes, make_accelerator
 
-MAX_PER_SOURCE = 100  # generated ids are source id * 100 + k
-
-
-class SynthesisInputError(LumenError, ValueError):
-    """Settings of scripts/synthesize.py that cannot be used."""
+MAX_PER_SOURCE = 100  # generated ids are source id * 100 + k (synthesize.images_per_source <= 99 in the schema)
 
 
 def stuff_annotations(label_map: np.ndarray, image_id: int) -> list[dict]:
@@ -60,11 +57,16 @@ def stuff_annotations(label_map: np.ndarray, image_id: int) -> list[dict]:
 
 
 def synthesize(cfg: LumenConfig) -> Path:
-    s = cfg.synthesize
-    if not 1 <= s.images_per_source < MAX_PER_SOURCE:
-        raise SynthesisInputError(f"synthesize.images_per_source={s.images_per_source} must be 1..{MAX_PER_SOURCE - 1}")
     accelerator = make_accelerator()
-    out = Path(s.out_root)
+    try:
+        return _synthesize(cfg, accelerator)
+    finally:
+        close_processes(accelerator)
+
+
+def _synthesize(cfg: LumenConfig, accelerator) -> Path:
+    s = cfg.synthesize
+    out = ensure_writable(s.out_root, "the synthetic data set")
     out_split = s.out_split or s.split
     shards_dir = out / ".shards"
     setup = SamplingSetup(cfg, cfg.sample.controlnet)
@@ -73,7 +75,7 @@ def synthesize(cfg: LumenConfig) -> Path:
     count = len(dataset) if s.limit is None else min(s.limit, len(dataset))
     shards = [range(a, min(a + s.shard_size, count)) for a in range(0, count, s.shard_size)]
     if accelerator.is_main_process:
-        save_config(cfg, cfg.output_dir)
+        save_config(cfg, out, "lumen_config.yaml")
         for folder in (out / f"{out_split}2017", out / "stuffthingmaps_trainval2017" / f"{out_split}2017",
                        out / "annotations", shards_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,6 @@ def synthesize(cfg: LumenConfig) -> Path:
     if accelerator.is_main_process:
         merge_shards(cfg, out, out_split, shards_dir, len(shards), setup, has_labels)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     return out
 
 

@@ -139,7 +139,20 @@ def test_any_image_mode_becomes_rgb(mode):
     assert rgb.mode == "RGB" and rgb.size == (30, 20)
     assert image_to_tensor(image, 16).shape == (3, 16, 16)
     if mode == "I;16":
-        assert np.asarray(rgb).max() == 255  # scaled to 8 bits, not clipped to black or white everywhere
+        assert np.asarray(rgb).max() == 156  # 40000 / 65535 of full scale: scaled by the bit depth, not clipped
+
+
+def test_a_dim_16_bit_png_keeps_its_brightness(tmp_path):
+    """16-bit grey is scaled by the bit depth: a dim image stays dim (scaling by its own maximum made it white)."""
+    from lumen.data.coco_stuff import load_image
+
+    values = np.array([[0, 1000, 4000], [8000, 16384, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "dim.png")
+    rgb = np.asarray(to_rgb(load_image(tmp_path / "dim.png")))
+    assert rgb[..., 0].tolist() == [[0, 4, 16], [31, 64, 255]]
+    dim = np.full((8, 8), 2000, dtype=np.uint16)
+    Image.fromarray(dim).save(tmp_path / "dimmer.png")
+    assert np.asarray(to_rgb(load_image(tmp_path / "dimmer.png"))).max() == 8
 
 
 def test_resize_shorter_side_then_centre_crop():

@@ -9,7 +9,7 @@ from lumen.pca import fit_pca
 
 def settings(**changes):
     base = dict(backbone="sd", model="m", revision=None, layers=(2, 5, 8), timestep=100, noise_seed=42, prompt="",
-                resolution=512)
+                resolution=512, dtype="float32")
     return LayoutSettings(**dict(base, **changes))
 
 
@@ -68,3 +68,8 @@ def test_settings_round_trip_and_mismatch_message(fitted):
     text = str(err.value)
     assert "timestep: 261 (config) vs 100 (somewhere/pca/pca.json)" in text
     assert "layers: (5,) (config) vs (2, 5, 8)" in text
+    with pytest.raises(SettingsMismatchError, match="dtype: 'bfloat16' \\(config\\) vs 'float32'"):
+        check_pca_matches(pca, settings(dtype="bfloat16"), "somewhere/pca")
+    old = {k: v for k, v in settings().to_json().items() if k != "dtype"}
+    with pytest.raises(SettingsMismatchError, match="lack \\['dtype'\\].*older version of Lumen"):
+        LayoutSettings.from_json(old, "old/pca.json")

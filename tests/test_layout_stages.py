@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from sklearn.decomposition import PCA as SkPCA
 
 from lumen.build import build_extractor, load_components, split_dataset
-from lumen.cache import CacheMismatchError, load_cache
+from lumen.cache import CacheDamagedError, CacheMismatchError, load_cache
 from lumen.config import load_config
 from lumen.layout import LayoutEncoder, SettingsMismatchError
 from lumen.pca import load_pca
@@ -28,7 +28,7 @@ def fitted_run(tiny_args):
 def test_fit_pca_writes_a_self_describing_pca_that_agrees_with_scikit_learn(fitted_run):
     cfg, out = fitted_run
     assert {p.name for p in (out / "pca").iterdir()} == {"pca.safetensors", "pca.json", "explained_variance.png",
-                                                         "samples.safetensors"}
+                                                         "samples.safetensors", "config.yaml"}
     pca = load_pca(out / "pca")
     assert pca.settings["num_samples"] == 150 and pca.settings["num_images"] == 10  # ceil(150 / 16): 4x4 grid
     assert pca.settings["layers"] == [2, 5, 8] and pca.settings["resolution"] == 64
@@ -38,7 +38,8 @@ def test_fit_pca_writes_a_self_describing_pca_that_agrees_with_scikit_learn(fitt
     cos = np.abs((pca.components.numpy() * reference.components_).sum(axis=1))
     assert cos.min() >= 0.999
     np.testing.assert_allclose(pca.explained_variance.numpy(), reference.explained_variance_, rtol=1e-3)
-    assert (out / "config.yaml").is_file()
+    assert load_config([out / "pca" / "config.yaml"]) == cfg  # the fit's own resolved config, inside the PCA
+    assert not (out / "config.yaml").exists()  # the training run's record is the trainer's alone
 
 
 def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted_run):
@@ -47,7 +48,7 @@ def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted
     rows = load_cache(out / "cache", "val")
     dataset = split_dataset(cfg, "val")
     assert len(rows) == len(dataset) == 4
-    parts = load_components(cfg, torch.device("cpu"))
+    parts = load_components(cfg, torch.device("cpu"), torch.float32)
     extractor, encoder = build_extractor(cfg, parts), LayoutEncoder(load_pca(out / "pca"))
     image = dataset[1]["pixel_values"][None]
     first, second = encoder(extractor(image).features), encoder(extractor(image).features)
@@ -82,7 +83,7 @@ def test_resume_redoes_only_unfinished_shards(fitted_run):
     shutil.rmtree(split_dir / "shard-00001")
     (split_dir / "shard-00001.tmp.0").mkdir()
     (split_dir / "index.json").unlink()
-    with pytest.raises(FileNotFoundError, match="encode_layouts"):
+    with pytest.raises(CacheDamagedError, match="encode_layouts"):
         load_cache(out / "cache", "train")
     assert encode_layouts.main(argv) == 0
     after = {p.name: (p / "shard.json").stat().st_mtime_ns for p in split_dir.glob("shard-*")}

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 
+from lumen.artifacts import DamagedArtifactError
 from lumen.features.sampling import plan_samples
 from lumen.pca import PCANotFoundError, fit_pca, load_pca, save_pca
 
@@ -46,13 +49,19 @@ def test_save_load_round_trip_and_tampering(tmp_path):
     folder = save_pca(pca, tmp_path / "pca", samples=torch.zeros(3, 96))
     assert {p.name for p in folder.iterdir()} == {"pca.safetensors", "pca.json", "explained_variance.png",
                                                   "samples.safetensors"}
+    assert not (tmp_path / "pca.tmp").exists()
     loaded = load_pca(folder)
     assert torch.equal(loaded.components, pca.components) and loaded.settings["timestep"] == 100
     assert loaded.fingerprint() == pca.fingerprint()
     other = fit_pca(low_rank_data(seed=1), 5)
     save_pca(other, tmp_path / "other")
     (tmp_path / "other" / "pca.json").replace(folder / "pca.json")  # settings of another fit
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(DamagedArtifactError, match="SHA-256 differs"):
+        load_pca(folder)
+    settings = json.loads((folder / "pca.json").read_text())
+    del settings["files"]  # without the file record, the fingerprint still tells
+    (folder / "pca.json").write_text(json.dumps(settings))
+    with pytest.raises(DamagedArtifactError, match="does not match"):
         load_pca(folder)
     with pytest.raises(PCANotFoundError, match="fit_pca.py"):
         load_pca(tmp_path / "nothing")

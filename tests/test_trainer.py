@@ -30,7 +30,8 @@ def test_trains_and_writes_a_diffusers_controlnet_with_lumen_json(train_args, ca
     cfg = cfg_of(train_args, "train.report_to=tensorboard", "validation.steps=2", "validation.num_images=2",
                  "validation.num_inference_steps=2", "train.checkpointing_steps=2", "train.checkpoints_total_limit=1",
                  "validation.metrics=true")
-    Trainer(cfg).train()
+    with Trainer(cfg) as trainer:
+        trainer.train()
     assert sum("validation layout fidelity" in r.message for r in caplog.records) == 2
     out = Path(cfg.output_dir)
     meta = json.loads((out / "controlnet" / "lumen.json").read_text())
@@ -47,9 +48,9 @@ def test_trains_and_writes_a_diffusers_controlnet_with_lumen_json(train_args, ca
 
 
 def test_only_the_controlnet_is_trained(train_args):
-    trainer = Trainer(cfg_of(train_args))
-    before = {k: v.clone() for k, v in trainer.parts.unet.state_dict().items()}
-    trainer.train()
+    with Trainer(cfg_of(train_args)) as trainer:
+        before = {k: v.clone() for k, v in trainer.parts.unet.state_dict().items()}
+        trainer.train()
     assert all(torch.equal(before[k], v) for k, v in trainer.parts.unet.state_dict().items())
     assert not any(p.requires_grad for p in trainer.parts.vae.parameters())
 
@@ -80,7 +81,8 @@ def test_stop_and_resume_equals_an_uninterrupted_run_bitwise(train_args, tmp_pat
     shutil.copytree(run / "cache", resumed_dir / "cache")
     again = [*common, f"output_dir={resumed_dir}"]
     stop_at(monkeypatch, 4)
-    Trainer(cfg_of(again)).train()
+    with Trainer(cfg_of(again)) as trainer:
+        assert trainer.train() is False
     assert [p.name for p in complete_checkpoints(resumed_dir)] == ["checkpoint-4"]
     assert not (resumed_dir / "controlnet").exists()
     monkeypatch.undo()
@@ -101,8 +103,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_latest_loadable(train_args, mon
             raise SystemExit("killed in the middle of writing checkpoint-4")
 
     monkeypatch.setattr(checkpointing, "save_file", dies_while_writing_the_second)
-    with pytest.raises(SystemExit):
-        Trainer(cfg).train()
+    with pytest.raises(SystemExit), Trainer(cfg) as trainer:
+        trainer.train()
     assert (out / "checkpoint-4.tmp").is_dir()  # the half-written one is there, under its temporary name
     assert resolve_checkpoint(out, "latest") == out / "checkpoint-2"
     monkeypatch.undo()
@@ -114,20 +116,20 @@ def test_a_kill_during_a_checkpoint_write_leaves_latest_loadable(train_args, mon
 
 def test_a_nan_loss_stops_at_once_naming_the_step_and_keeps_the_checkpoint(train_args, monkeypatch):
     cfg = cfg_of(train_args, "train.checkpointing_steps=2", "train.max_train_steps=6")
-    trainer = Trainer(cfg)
-    real_forward = trainer.task.forward
-    calls = []
+    with Trainer(cfg) as trainer:
+        real_forward = trainer.task.forward
+        calls = []
 
-    def forward(*args, **kwargs):
-        result = real_forward(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            result.loss = result.loss * float("nan")
-        return result
+        def forward(*args, **kwargs):
+            result = real_forward(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 3:
+                result.loss = result.loss * float("nan")
+            return result
 
-    trainer.task.forward = forward
-    with pytest.raises(TrainingDivergedError) as err:
-        trainer.train()
+        trainer.task.forward = forward
+        with pytest.raises(TrainingDivergedError) as err:
+            trainer.train()
     assert "step 3" in str(err.value) and "fp16" in str(err.value) and "learning rate" in str(err.value)
     assert [p.name for p in complete_checkpoints(cfg.output_dir)] == ["checkpoint-2"]
 
@@ -141,8 +143,8 @@ def test_a_corrupt_image_is_skipped_and_reported_and_the_run_completes(train_arg
     broken.write_bytes(broken.read_bytes()[:200])
     cfg = cfg_of(train_args, "train.use_cache=false", f"data.root={data}", "data.max_bad_fraction=0.2",
                  "train.max_train_steps=3")
-    trainer = Trainer(cfg)
-    trainer.train()
+    with Trainer(cfg) as trainer:
+        trainer.train()
     assert str(broken) in trainer.problems.problems
     assert any(str(broken) in r.message for r in caplog.records)
     assert (Path(cfg.output_dir) / "controlnet" / "lumen.json").is_file()
@@ -159,19 +161,20 @@ def test_too_many_corrupt_images_stop_the_run_with_the_list(train_args, syntheti
         path.write_bytes(b"not a jpeg")
     cfg = cfg_of(train_args, "train.use_cache=false", f"data.root={data}", "data.max_bad_fraction=0.1",
                  "train.max_train_steps=3")
-    with pytest.raises(TooManyBadInputs, match="max_bad_fraction"):
-        Trainer(cfg).train()
+    with pytest.raises(TooManyBadInputs, match="max_bad_fraction"), Trainer(cfg) as trainer:
+        trainer.train()
 
 
 def test_cached_and_image_paths_agree(train_args):
     """With the same generator state, the same image gives (almost) the same loss on both data paths: the
     cache only adds float16 rounding."""
     cfg = cfg_of(train_args)
-    trainer = Trainer(cfg)
     from lumen.data.cached import collate_cached
     from lumen.data.coco_stuff import collate_skipping_bad
 
-    images = Trainer(cfg_of(train_args, "train.use_cache=false")).dataset
+    with Trainer(cfg_of(train_args, "train.use_cache=false")) as on_images:  # one run at a time in a folder
+        images = on_images.dataset
+    trainer = Trainer(cfg)
     cached_batch = collate_cached([trainer.dataset[i] for i in range(4)])
     image_batch = collate_skipping_bad([images[i] for i in range(4)])
     assert cached_batch["caption"] == image_batch["caption"]
@@ -179,6 +182,7 @@ def test_cached_and_image_paths_agree(train_args):
     with torch.no_grad():
         losses = [trainer.task.forward(controlnet, batch, torch.Generator().manual_seed(7)).loss.item()
                   for batch in (cached_batch, image_batch)]
+    trainer.close()
     assert losses[0] == pytest.approx(losses[1], rel=2e-3)
 
 
@@ -199,7 +203,7 @@ def test_a_missing_cache_says_how_to_make_it(train_args, tmp_path):
 
     cfg = cfg_of(train_args)
     shutil.rmtree(Path(cfg.output_dir) / "cache")
-    with pytest.raises(FileNotFoundError, match="encode_layouts.py"):
+    with pytest.raises(LumenError, match="encode_layouts.py"):
         Trainer(cfg)
 
 
@@ -208,10 +212,11 @@ def test_ema_weights_are_saved_and_resumed(train_args, monkeypatch):
 
     args = [*train_args, "train.ema=true", "train.ema_decay=0.5", "train.max_train_steps=4"]
     stop_at(monkeypatch, 2)
-    Trainer(cfg_of(args)).train()
+    with Trainer(cfg_of(args)) as trainer:
+        trainer.train()
     monkeypatch.undo()
-    trainer = Trainer(cfg_of(args, "train.resume_from_checkpoint=latest"))
-    trainer.train()
+    with Trainer(cfg_of(args, "train.resume_from_checkpoint=latest")) as trainer:
+        trainer.train()
     assert trainer.ema.optimization_step == 4  # two steps before the stop, two after the resume
     out = Path(cfg_of(args).output_dir)
     ema = ControlNetModel.from_pretrained(out / "controlnet_ema")
@@ -226,7 +231,8 @@ def test_wandb_logs_offline(train_args, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     (tmp_path / "wandb").mkdir()
-    Trainer(cfg_of(train_args, "train.report_to=wandb", "train.max_train_steps=2")).train()
+    with Trainer(cfg_of(train_args, "train.report_to=wandb", "train.max_train_steps=2")) as trainer:
+        trainer.train()
     runs = list((tmp_path / "wandb").rglob("*.wandb"))
     assert runs, "no offline wandb run file was written"
 
@@ -241,12 +247,22 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_bf16_trains_and_validates_on_images_with_float32_master_weights(train_args, fresh_accelerate_state):
+def test_bf16_trains_and_validates_on_images_with_float32_master_weights(train_args, tmp_path,
+                                                                         fresh_accelerate_state):
+    from accelerate.state import AcceleratorState
+
+    from scripts import fit_pca
+
+    # Layouts on the fly come from the bf16 UNet: the PCA must have been fitted on bf16 features too.
+    pca16 = f"layout.pca_dir={tmp_path / 'pca-bf16'}"
+    assert fit_pca.main([*train_args, "layout.dtype=bfloat16", pca16]) == 0
+    assert json.loads((tmp_path / "pca-bf16" / "pca.json").read_text())["dtype"] == "bfloat16"
+    AcceleratorState._reset_state(reset_partial_state=True)
     cfg = cfg_of(train_args, "train.mixed_precision=bf16", "train.use_cache=false", "train.max_train_steps=2",
                  "validation.steps=2", "validation.num_images=1", "validation.num_inference_steps=2",
-                 "validation.metrics=true")
-    trainer = Trainer(cfg)
-    trainer.train()
+                 "validation.metrics=true", pca16)
+    with Trainer(cfg) as trainer:
+        trainer.train()
     assert trainer.parts.unet.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in trainer.accelerator.unwrap_model(trainer.controlnet).parameters())
     out = Path(cfg.output_dir)

@@ -1,14 +1,18 @@
 """Checkpoints: ``checkpoint-<step>/`` = accelerate state + ``controlnet/`` (diffusers) + our own state.
 
-A checkpoint is written under ``checkpoint-<step>.tmp`` and renamed only when complete (``trainer_state.json``
-is its last file): a crash or a kill in the middle of a write never leaves a folder that looks like a
-checkpoint, so ``latest`` always resolves to one that loads. Our state (step, each process's generator) is
-safetensors + JSON; the accelerate state (optimizer, LR scheduler, RNGs, sampler) is accelerate's own format.
+A checkpoint is written under ``checkpoint-<step>.tmp`` and renamed only when complete. ``trainer_state.json``
+is its last file and records the size of every other file: a checkpoint counts as complete only if it is
+there and every file still has its recorded size, so a crash in the middle of a write, or a file lost or
+truncated since, never passes for a checkpoint (``latest`` skips such a one, with a warning naming what is
+wrong). Our state (step, each process's generator) is safetensors + JSON; the accelerate state (optimizer, LR
+scheduler, RNGs, sampler) is accelerate's own format. A write that fails (a full disk) removes its partial
+folder and keeps every older checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -17,75 +21,140 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from lumen.errors import LumenError
+from lumen.artifacts import file_manifest, manifest_problems
+from lumen.errors import LumenError, StorageError, writing
+
+logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# What a checkpoint of an older Lumen (no file sizes recorded) must hold at least.
+_REQUIRED = ("controlnet/config.json", "controlnet/diffusion_pytorch_model.safetensors")
 
 
 class CheckpointNotFoundError(LumenError, FileNotFoundError):
     """resume_from_checkpoint names nothing that can be resumed."""
 
 
+def checkpoint_step(path: Path) -> Optional[int]:
+    match = _CHECKPOINT.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` folder in ``output_dir`` (complete or not), oldest first."""
+    found = [(checkpoint_step(p), p) for p in Path(output_dir).glob("checkpoint-*") if p.is_dir()]
+    return [path for step, path in sorted(f for f in found if f[0] is not None)]
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """What keeps ``path`` from being a complete checkpoint (empty: it verifies)."""
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except FileNotFoundError:
+        return [f"{TRAINER_STATE} is missing (its write never finished)"]
+    except (OSError, ValueError):
+        return [f"{TRAINER_STATE} is damaged"]
+    if "files" not in state:
+        return [f"{name} is missing" for name in _REQUIRED if not (path / name).is_file()]
+    return manifest_problems(path, state["files"])
+
+
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Finished checkpoints in ``output_dir``, oldest first."""
-    found = []
-    for path in Path(output_dir).glob("checkpoint-*"):
-        match = _CHECKPOINT.match(path.name)
-        if match and (path / TRAINER_STATE).is_file():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+    """Checkpoints in ``output_dir`` whose files all verify, oldest first."""
+    return [path for path in checkpoint_folders(output_dir) if not checkpoint_problems(path)]
 
 
 def resolve_checkpoint(output_dir: str | Path, spec: str) -> Optional[Path]:
-    """``"latest"`` -> the newest complete checkpoint (None when there is none yet); a path -> that folder."""
+    """``"latest"`` -> the newest complete checkpoint (None when there is none yet; damaged newer ones are
+    skipped with a warning); a path -> that folder, which must verify."""
     if spec == "latest":
-        checkpoints = complete_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        for path in reversed(checkpoint_folders(output_dir)):
+            problems = checkpoint_problems(path)
+            if not problems:
+                return path
+            logger.warning("skipping damaged checkpoint %s: %s", path, "; ".join(problems))
+        return None
     path = Path(spec)
-    if not (path / TRAINER_STATE).is_file():
+    problems = checkpoint_problems(path) if path.is_dir() else ["no such folder"]
+    if problems:
+        complete = [p.name for p in complete_checkpoints(output_dir)] or "none"
         raise CheckpointNotFoundError(
-            f"train.resume_from_checkpoint={spec} is not a complete checkpoint (no {TRAINER_STATE}); "
-            f"complete ones in {output_dir}: {[p.name for p in complete_checkpoints(output_dir)] or 'none'}"
+            f"train.resume_from_checkpoint={spec} is not a complete checkpoint ({'; '.join(problems)}); "
+            f"complete ones in {output_dir}: {complete} (train.resume_from_checkpoint=latest takes the newest)"
         )
     return path
 
 
+def _everyone_succeeded(accelerator, succeeded: bool) -> bool:
+    """True when ``succeeded`` on every process (a collective: every process calls it)."""
+    if accelerator.num_processes == 1:
+        return succeeded
+    flag = torch.tensor([1.0 if succeeded else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, generator: torch.Generator,
                     total_limit: Optional[int]) -> Path:
-    """Write ``checkpoint-<step>`` atomically (every process takes part) and prune old ones."""
+    """Write ``checkpoint-<step>`` atomically (every process takes part) and prune old ones.
+
+    A write that fails on any process (a full disk, a read-only folder) stops every process with a
+    ``StorageError``; the partial folder is removed and every older checkpoint kept."""
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"checkpoint-{step}.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    # save_state runs on every process (DeepSpeed shards live on each); the ControlNet goes to controlnet/
-    # through the pre-hook registered by the trainer.
-    accelerator.save_state(str(tmp))
-    save_file({"state": generator.get_state()}, tmp / f"generator_{accelerator.process_index}.safetensors")
-    accelerator.wait_for_everyone()
+    error: Optional[StorageError] = None
+    try:
+        with writing(tmp, f"checkpoint-{step}"):
+            # save_state runs on every process (DeepSpeed shards live on each); the ControlNet goes to
+            # controlnet/ through the pre-hook registered by the trainer.
+            accelerator.save_state(str(tmp))
+            save_file({"state": generator.get_state()}, tmp / f"generator_{accelerator.process_index}.safetensors")
+    except StorageError as err:
+        error = err
+    _raise_if_any_failed(accelerator, error, tmp, output_dir)
     if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": step,
-                                                     "num_processes": accelerator.num_processes}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        if total_limit is not None:
-            for old in complete_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
+        try:
+            with writing(tmp, f"checkpoint-{step}"):
+                state = {"global_step": step, "num_processes": accelerator.num_processes,
+                         "files": file_manifest(tmp, exclude=[TRAINER_STATE])}
+                (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+                if final.exists():  # the same step saved again (a stop right after a periodic checkpoint)
+                    shutil.rmtree(final)
+                tmp.rename(final)
+        except StorageError as err:
+            error = err
+    _raise_if_any_failed(accelerator, error, tmp, output_dir)
+    if accelerator.is_main_process and total_limit is not None:
+        for old in complete_checkpoints(output_dir)[:-total_limit]:
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator, path: Path, generator: torch.Generator) -> int:
-    """Restore a checkpoint written by ``save_checkpoint``; returns its global step."""
+def _raise_if_any_failed(accelerator, error: Optional[StorageError], tmp: Path, output_dir: Path) -> None:
+    if _everyone_succeeded(accelerator, error is None):
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # gives the space back
+    kept = complete_checkpoints(output_dir)
+    note = f"The last good checkpoint, {kept[-1]}, is kept." if kept else "There is no earlier checkpoint."
+    raise StorageError(f"{error or 'another process could not write the checkpoint (see its message)'}. {note}")
+
+
+def load_checkpoint(accelerator, path: Path, generator: torch.Generator) -> tuple[int, int]:
+    """Restore a checkpoint written by ``save_checkpoint``; returns ``(global step, number of processes that
+    wrote it)``. Written by another number of processes, the weights, optimizer and schedule are restored;
+    a process without a generator state of its own gets a fresh one (the caller warns that the data order
+    and random draws now differ from the original run's)."""
     state = json.loads((path / TRAINER_STATE).read_text())
-    if state["num_processes"] != accelerator.num_processes:
-        raise CheckpointNotFoundError(
-            f"{path} was written by {state['num_processes']} processes and this run has "
-            f"{accelerator.num_processes}; resume with the same number of processes (the data order and the "
-            f"random states are per process)"
-        )
+    step, written_by = int(state["global_step"]), int(state["num_processes"])
     accelerator.load_state(str(path))
-    generator.set_state(load_file(path / f"generator_{accelerator.process_index}.safetensors")["state"])
-    return int(state["global_step"])
+    own = path / f"generator_{accelerator.process_index}.safetensors"
+    if written_by == accelerator.num_processes and own.is_file():
+        generator.set_state(load_file(own)["state"])
+    else:
+        generator.manual_seed(int(torch.initial_seed() % 2**31) + 7919 * step + accelerator.process_index)
+    return step, written_by

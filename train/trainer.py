@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import resource
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -22,20 +23,21 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm import tqdm
 
-from lumen.build import build_extractor, cache_settings, layout_settings, split_dataset
-from lumen.cache import load_cache
+from lumen.build import build_extractor, cache_settings, dtype_name, layout_dtype, layout_settings, split_dataset
+from lumen.cache import INDEX_FILE, load_cache
 from lumen.config import LumenConfig, save_config, to_yaml
 from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
-from lumen.errors import LumenError
-from lumen.layout import LayoutEncoder, check_pca_matches
-from lumen.models import TORCH_DTYPES, load_sd_components
+from lumen.errors import LumenError, writing
+from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
+from lumen.models import TORCH_DTYPES, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.training import ControlNetTask, MissingDependencyError, build_optimizer
-from train.checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint
+from train.checkpointing import checkpoint_folders, checkpoint_step, load_checkpoint, resolve_checkpoint, save_checkpoint
+from train.distributed import close_processes, lock_folder_on_main
 from train.validation import build_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,37 @@ logger = logging.getLogger(__name__)
 
 class TrainingDivergedError(LumenError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class OutputDirInUseError(LumenError, FileExistsError):
+    """output_dir holds another run's checkpoints or final ControlNet, and the run was not asked to resume."""
+
+
+# What a training run writes in output_dir besides its checkpoints (removed by train.overwrite_output_dir=true).
+RUN_OUTPUTS = ("controlnet", "controlnet_ema", "validation", "logs")
+
+
+def check_output_dir(out: Path, resume_from: Optional[Path], overwrite: bool) -> list[Path]:
+    """Refuse to train into a folder holding another run's results; returns what ``overwrite`` removes.
+
+    A fresh run stops when ``out`` holds checkpoints or a final ControlNet (its pruning and ``latest`` would
+    mix the two runs). A run resumed from checkpoint-k stops when ``out`` holds checkpoints after k (they
+    belong to the run being abandoned). ``overwrite`` removes those instead."""
+    step = checkpoint_step(resume_from) if resume_from is not None and resume_from.parent == out else None
+    if resume_from is None:
+        others = checkpoint_folders(out) + [out / n for n in ("controlnet", "controlnet_ema") if (out / n).is_dir()]
+    else:
+        others = [p for p in checkpoint_folders(out) if step is not None and checkpoint_step(p) > step]
+    if others and not overwrite:
+        what = "a fresh run" if resume_from is None else f"a run resumed from {resume_from.name}"
+        raise OutputDirInUseError(
+            f"output_dir={out} holds another run's results ({', '.join(p.name for p in others)}) and this is "
+            f"{what}: its checkpoints would be mixed with them. Resume it (train.resume_from_checkpoint=latest), "
+            f"choose another output_dir, or delete them with train.overwrite_output_dir=true."
+        )
+    if others and resume_from is None:
+        others += [out / n for n in RUN_OUTPUTS if (out / n).exists() and out / n not in others]
+    return others
 
 
 def _flat_config(cfg: LumenConfig) -> dict[str, Any]:
@@ -87,10 +120,25 @@ class StopRequest:
 
 
 class Trainer:
+    """Build everything from the config (``__init__``), ``train()``, then ``close()`` (also on failure).
+
+    ``train()`` returns True when the run reached its last step and False when it stopped on request
+    (Ctrl-C / SIGTERM) after saving a checkpoint.
+    """
+
     def __init__(self, cfg: LumenConfig) -> None:
         self.cfg = cfg
-        t = cfg.train
         self.out = Path(cfg.output_dir)
+        self.lock = None
+        self.accelerator = None
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.close()  # a refusal while building still ends the process group and frees the folder
+            raise
+
+    def _build(self, cfg: LumenConfig) -> None:
+        t = cfg.train
 
         # 1. Accelerator: precision, accumulation, trackers, seedable data order.
         if t.mixed_precision.value == "fp16" and not torch.cuda.is_available():
@@ -106,20 +154,39 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         )
         acc = self.accelerator
-        if acc.device.type == "cpu":
-            keep_freed_cpu_memory()  # every step reallocates the same activations: skip the page faults
-        if acc.is_main_process:
-            save_config(cfg, self.out)
         logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too much
+
+        # 2. The output folder: this run's alone (a lock for its lifetime), holding no other run's results.
+        self.lock = lock_folder_on_main(acc, self.out, "train_controlnet.py")
+        self.resume_from = resolve_checkpoint(self.out, t.resume_from_checkpoint) if t.resume_from_checkpoint else None
+        stale = check_output_dir(self.out, self.resume_from, t.overwrite_output_dir)
+        if acc.is_main_process:
+            for path in stale:
+                logger.warning("train.overwrite_output_dir=true: removing %s", path)
+                shutil.rmtree(path)
+            # The resolved config of this run; a resumed run records its own beside the first.
+            name = "config.yaml" if self.resume_from is None else f"config-resumed-from-{self.resume_from.name}.yaml"
+            save_config(cfg, self.out, name)
+        acc.wait_for_everyone()
+        if acc.device.type == "cpu":
+            keep_freed_cpu_memory()  # every step reallocates the same activations: skip the page faults
         logger.info("training on %s, world size %d, mixed precision %s", acc.device, acc.num_processes,
                     acc.mixed_precision)
         if t.allow_tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-        # 2. Frozen parts in the compute dtype; the ControlNet's master weights stay in float32.
+        # 3. The PCA the layouts come from, checked against the config's layout settings (in the dtype the
+        # PCA's features were computed in: the cache was made in it too).
+        self.pca = load_pca(cfg.layout.pca_dir)
+        self.layout_dtype = layout_dtype(cfg, acc.device, self.pca)
+        self.settings = layout_settings(cfg, self.layout_dtype)
+        check_pca_matches(self.pca, self.settings, cfg.layout.pca_dir)
+        self.metadata = lumen_metadata(self.settings, self.pca, cfg.layout.pca_dir)
+
+        # 4. Frozen parts in the compute dtype; the ControlNet's master weights stay in float32.
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
                                    TORCH_DTYPES[cfg.model.dtype.value])
@@ -128,17 +195,11 @@ class Trainer:
         vae_dtype = torch.float32 if (acc.mixed_precision == "fp16" and t.upcast_vae) else self.weight_dtype
         place(parts.vae, acc.device, vae_dtype)
         self.parts = parts
-
-        # 3. The PCA the layouts come from, checked against the config's layout settings.
-        self.settings = layout_settings(cfg)
-        self.pca = load_pca(cfg.layout.pca_dir)
-        check_pca_matches(self.pca, self.settings, cfg.layout.pca_dir)
-        self.metadata = lumen_metadata(self.settings, self.pca, cfg.layout.pca_dir)
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(self.pca)
         self.extractor, self.encoder = extractor, encoder
 
-        # 4. The ControlNet: new from the UNet (N conditioning channels) or continued. Its conditioning
+        # 5. The ControlNet: new from the UNet (N conditioning channels) or continued. Its conditioning
         # embedding is initialised from torch's global generator: seed it, so a run is repeatable.
         set_seed(cfg.seed)
         n = self.pca.n_components
@@ -162,13 +223,15 @@ class Trainer:
             controlnet.to(memory_format=torch.channels_last)
             parts.unet.to(memory_format=torch.channels_last)
 
-        # 5. Data: the cache by default, or images with layouts computed every step.
+        # 6. Data: the cache by default, or images with layouts computed every step (by the training UNet,
+        # so its dtype must be the one the PCA's layouts were made in).
         if t.use_cache:
             rows = load_cache(self.out / "cache", cfg.data.train_split, cache_settings(cfg, self.pca))
             self.dataset = CachedLayoutDataset(rows, train=True, seed=cfg.seed,
                                                empty_prompt_probability=t.empty_prompt_probability)
             collate = collate_cached
         else:
+            self._check_extraction_dtype("train.use_cache=false computes the training layouts")
             self.dataset = split_dataset(cfg, cfg.data.train_split, train=True)
             collate = collate_skipping_bad
         self.problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
@@ -179,12 +242,12 @@ class Trainer:
                                    parts.noise_scheduler, cfg.data.resolution, extractor=extractor, encoder=encoder,
                                    weight_dtype=self.weight_dtype)
 
-        # 6. Optimizer and LR schedule (the prepared scheduler steps once per process: scale its lengths).
+        # 7. Optimizer and LR schedule (the prepared scheduler steps once per process: scale its lengths).
         optimizer = build_optimizer(controlnet.parameters(), t.learning_rate, (t.adam_beta1, t.adam_beta2),
                                     t.adam_weight_decay, t.adam_epsilon, use_8bit=t.use_8bit_adam)
         batches_per_process = math.ceil(len(loader) / acc.num_processes)
         self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
-        self.max_steps = t.max_train_steps or t.num_train_epochs * self.steps_per_epoch
+        self.max_steps = t.max_train_steps if t.max_train_steps is not None else t.num_train_epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
         from diffusers.optimization import get_scheduler
 
@@ -194,7 +257,7 @@ class Trainer:
         self.controlnet, self.optimizer, self.loader, self.lr_scheduler = acc.prepare(
             controlnet, optimizer, loader, lr_scheduler)
 
-        # 7. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
+        # 8. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
         self.ema = None
         if t.ema:
             from diffusers import ControlNetModel
@@ -211,11 +274,37 @@ class Trainer:
             acc.init_trackers("lumen", config=_flat_config(cfg))
         self.validation_set = None
         if cfg.validation.steps > 0 and cfg.validation.num_images > 0:
-            val = split_dataset(cfg, cfg.data.val_split)
-            self.validation_set = build_validation_set(val, extractor, encoder, cfg.validation.num_images)
+            self.validation_set = self._build_validation_set()
         self.global_step = 0
+        self.grad_norm: Optional[torch.Tensor] = None
         self.stop = StopRequest()
         self.record: dict[str, Any] = {"num_processes": acc.num_processes, "steps": []}
+
+    def _check_extraction_dtype(self, what: str) -> None:
+        """Layouts computed by the training UNet must be made in the dtype of the PCA's layouts."""
+        if self.weight_dtype != self.layout_dtype:
+            raise SettingsMismatchError(
+                f"{what} with the training UNet in {dtype_name(self.weight_dtype)} "
+                f"(train.mixed_precision={self.cfg.train.mixed_precision.value}), but the PCA's layouts were made "
+                f"in {dtype_name(self.layout_dtype)} ({self.cfg.layout.pca_dir}/pca.json): layouts would differ "
+                f"from the ones the ControlNet is trained and sampled with. Train from the cache "
+                f"(train.use_cache=true, with the val split encoded), or fit the PCA with "
+                f"layout.dtype={dtype_name(self.weight_dtype)}."
+            )
+
+    def _build_validation_set(self):
+        cfg = self.cfg
+        val = split_dataset(cfg, cfg.data.val_split)
+        cached = self.out / "cache" / cfg.data.val_split / INDEX_FILE
+        if cfg.train.use_cache and cached.is_file():
+            # The cached layouts are exactly the ones training reads.
+            rows = load_cache(self.out / "cache", cfg.data.val_split, cache_settings(cfg, self.pca))
+            ids = rows[:]["image_id"].tolist()
+            wanted = {r.image_id for r in val.index.records[:4 * cfg.validation.num_images]}
+            layouts = {i: rows[k]["layout"] for k, i in enumerate(ids) if i in wanted}
+            return build_validation_set(val, cfg.validation.num_images, cached_layouts=layouts)
+        self._check_extraction_dtype("validation computes the layouts of the val split (not in the cache)")
+        return build_validation_set(val, cfg.validation.num_images, self.extractor, self.encoder)
 
     # -- checkpoint hooks: the ControlNet is stored in diffusers format inside each checkpoint ---------------
     def _save_hook(self, models, weights, output_dir) -> None:
@@ -229,9 +318,10 @@ class Trainer:
     def _load_hook(self, models, input_dir) -> None:
         from diffusers import ControlNetModel
 
+        folder = Path(input_dir) / "controlnet"
         while models:
             model = models.pop()
-            loaded = ControlNetModel.from_pretrained(Path(input_dir) / "controlnet")
+            loaded = load_part("ControlNet", folder, lambda: ControlNetModel.from_pretrained(folder))
             self.accelerator.unwrap_model(model).load_state_dict(loaded.state_dict())
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -265,26 +355,46 @@ class Trainer:
         ks = torch.randint(1, n + 1, (batch_size,), generator=self.generator)
         return [int(k) if d else None for d, k in zip(drop.tolist(), ks.tolist())]
 
-    def train(self) -> Path:
+    def resume(self) -> tuple[int, int]:
+        """Load ``self.resume_from`` (if any); returns the first epoch and the batches to skip in it."""
         cfg, acc = self.cfg, self.accelerator
-        first_epoch, skip_batches = 0, 0
-        if cfg.train.resume_from_checkpoint:
-            path = resolve_checkpoint(self.out, cfg.train.resume_from_checkpoint)
-            if path is None:
+        if self.resume_from is None:
+            if cfg.train.resume_from_checkpoint:
                 logger.info("no checkpoint in %s yet: starting from scratch", self.out)
-            else:
-                self.global_step = load_checkpoint(acc, path, self.generator)
-                first_epoch = self.global_step // self.steps_per_epoch
-                skip_batches = (self.global_step % self.steps_per_epoch) * cfg.train.gradient_accumulation_steps
-                logger.info("resumed from %s at step %d (epoch %d, skipping %d batches)", path, self.global_step,
-                            first_epoch, skip_batches)
+            return 0, 0
+        self.global_step, written_by = load_checkpoint(acc, self.resume_from, self.generator)
+        if written_by != acc.num_processes:
+            # The prepared scheduler steps once per process and optimizer step: continue it at this step.
+            scheduler = self.lr_scheduler.scheduler
+            scheduler.last_epoch = self.global_step * acc.num_processes
+            for group, lr in zip(self.optimizer.param_groups, [base * fn(scheduler.last_epoch) for base, fn in
+                                                              zip(scheduler.base_lrs, scheduler.lr_lambdas)]):
+                group["lr"] = lr
+            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            logger.warning("%s was written by %d process(es) and this run has %d: weights, optimizer and LR "
+                           "schedule continue from step %d, but the data order and the random draws from here on "
+                           "are not the ones of the original run", self.resume_from, written_by,
+                           acc.num_processes, self.global_step)
+        first_epoch = self.global_step // self.steps_per_epoch
+        skip_batches = (self.global_step % self.steps_per_epoch) * cfg.train.gradient_accumulation_steps
+        logger.info("resumed from %s at step %d (epoch %d, skipping %d batches)", self.resume_from,
+                    self.global_step, first_epoch, skip_batches)
+        return first_epoch, skip_batches
+
+    def train(self) -> bool:
+        """Train to ``max_steps``; True when finished (the final ControlNet written), False when stopped on
+        request (a checkpoint of the step reached written)."""
+        cfg, acc = self.cfg, self.accelerator
+        first_epoch, skip_batches = self.resume()
         if cfg.train.checkpoint_on_interrupt:
             self.stop.install()
-        bar = tqdm(total=self.max_steps, initial=self.global_step, desc="train", unit="step",
+        bar = tqdm(total=self.max_steps, initial=min(self.global_step, self.max_steps), desc="train", unit="step",
                    disable=not acc.is_main_process)
         losses, images, start = [], 0, time.perf_counter()
         try:
             for epoch in range(first_epoch, self.num_epochs):
+                if self.global_step >= self.max_steps:
+                    break
                 self.loader.set_epoch(epoch)
                 self.dataset.set_epoch(epoch)
                 loader = acc.skip_first_batches(self.loader, skip_batches) if epoch == first_epoch else self.loader
@@ -303,10 +413,12 @@ class Trainer:
                     if self.ema is not None:
                         self.ema.step(acc.unwrap_model(self.controlnet).parameters())
                     if self._stop_requested():
-                        logger.warning("stopping at step %d on request", self.global_step)
                         save_checkpoint(acc, self.out, self.global_step, self.generator,
                                         cfg.train.checkpoints_total_limit)
-                        return self.out
+                        logger.warning("stopped on request at step %d; checkpoint-%d saved. Run the same command "
+                                       "with train.resume_from_checkpoint=latest to continue", self.global_step,
+                                       self.global_step)
+                        return False
                     if self.global_step % cfg.train.checkpointing_steps == 0:
                         save_checkpoint(acc, self.out, self.global_step, self.generator,
                                         cfg.train.checkpoints_total_limit)
@@ -314,12 +426,11 @@ class Trainer:
                         self.validate()
                     if self.global_step >= self.max_steps:
                         break
-                if self.global_step >= self.max_steps:
-                    break
         finally:
             bar.close()
             self.stop.uninstall()
-        return self.finish()
+        self.finish()
+        return True
 
     def _note_bad(self, batch) -> None:
         for path, reason in batch["bad"]:
@@ -353,8 +464,8 @@ class Trainer:
         else:
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB -> GB
         logs = {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0],
-                "grad_norm": float(self.grad_norm) if self.grad_norm is not None else float("nan"), "images_per_s": images * acc.num_processes / seconds,
-                "peak_memory_gb": memory}
+                "grad_norm": float(self.grad_norm) if self.grad_norm is not None else float("nan"),
+                "images_per_s": images * acc.num_processes / seconds, "peak_memory_gb": memory}
         acc.log(logs, step=self.global_step)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{logs['lr']:.2e}")
 
@@ -375,21 +486,22 @@ class Trainer:
         return path
 
     def finish(self) -> Path:
-        """Save the final ControlNet (and its EMA) in diffusers format with lumen.json, close trackers."""
+        """Save the final ControlNet (and its EMA) in diffusers format with lumen.json."""
         acc = self.accelerator
         acc.wait_for_everyone()
         final = self.out / "controlnet"
         if acc.is_main_process:
             metadata = self.metadata
             controlnet = acc.unwrap_model(self.controlnet)
-            controlnet.save_pretrained(final)
-            write_lumen_json(final, metadata)
-            if self.ema is not None:
-                self.ema.store(controlnet.parameters())
-                self.ema.copy_to(controlnet.parameters())
-                controlnet.save_pretrained(self.out / "controlnet_ema")
-                write_lumen_json(self.out / "controlnet_ema", metadata)
-                self.ema.restore(controlnet.parameters())
+            with writing(final, "the final ControlNet"):
+                controlnet.save_pretrained(final)
+                write_lumen_json(final, metadata)
+                if self.ema is not None:
+                    self.ema.store(controlnet.parameters())
+                    self.ema.copy_to(controlnet.parameters())
+                    controlnet.save_pretrained(self.out / "controlnet_ema")
+                    write_lumen_json(self.out / "controlnet_ema", metadata)
+                    self.ema.restore(controlnet.parameters())
             print(f"final ControlNet: {final} (step {self.global_step}); "
                   f"{self.problems.summary(len(self.dataset))}")
         if self.cfg.train.record_batches:
@@ -397,8 +509,28 @@ class Trainer:
             (self.out / "logs").mkdir(parents=True, exist_ok=True)
             (self.out / "logs" / f"rank-{acc.process_index}.json").write_text(json.dumps(self.record))
         acc.wait_for_everyone()
-        acc.end_training()
         return final
+
+    def close(self) -> None:
+        """End trackers and the process group, release the output folder: after a finished, stopped or failed
+        run alike (called from a ``finally``, or by leaving a ``with Trainer(cfg) as trainer:`` block)."""
+        try:
+            if self.accelerator is not None:
+                # Drop the prepared objects first: the DDP wrapper holds the process group (see close_processes).
+                if getattr(self, "controlnet", None) is not None:
+                    self.controlnet = self.accelerator.unwrap_model(self.controlnet)
+                self.optimizer = self.loader = self.lr_scheduler = None
+                close_processes(self.accelerator)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

@@ -29,17 +29,22 @@ class ValidationSet:
     image_ids: list[int]
 
 
-def build_validation_set(dataset, extractor, encoder, num_images: int) -> ValidationSet:
-    """The first ``num_images`` usable images of ``dataset`` (evaluation mode) with their layouts."""
+def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
+                         cached_layouts: Optional[dict[int, torch.Tensor]] = None) -> ValidationSet:
+    """The first ``num_images`` usable images of ``dataset`` (evaluation mode) with their layouts: the cached
+    ones (``{image id: (N, h, w)}``, exactly what training reads) where given, else computed here."""
     samples = []
     for i in range(len(dataset)):
         sample = dataset[i]
-        if isinstance(sample, dict):
+        if isinstance(sample, dict) and (cached_layouts is None or sample["image_id"] in cached_layouts):
             samples.append(sample)
         if len(samples) == num_images:
             break
     images = torch.stack([s["pixel_values"] for s in samples])
-    layouts = encoder(extractor(images).features).cpu()
+    if cached_layouts is not None:
+        layouts = torch.stack([cached_layouts[s["image_id"]].float() for s in samples])
+    else:
+        layouts = encoder(extractor(images).features).cpu()
     return ValidationSet(images, layouts, [s["caption"] for s in samples], [s["image_id"] for s in samples])
 
 

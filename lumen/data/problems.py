@@ -44,10 +44,13 @@ class ProblemLog:
         lines += [f"  - {path}: {reason}" for path, reason in sorted(self.problems.items())]
         return "\n".join(lines)
 
-    def check(self, total: int) -> None:
+    def check(self, total: int, stopped_early: bool = False) -> None:
+        """Raise ``TooManyBadInputs`` when the problems pass the limit (``stopped_early``: the work stopped as
+        soon as that was certain, so the count is a lower bound)."""
         if self.fraction(total) > self.max_bad_fraction:
+            early = " (stopped as soon as this was certain: there may be more)" if stopped_early else ""
             raise TooManyBadInputs(
                 self.summary(total)
-                + f"\nThis is more than data.max_bad_fraction={self.max_bad_fraction}. Fix or remove these files "
-                f"(python scripts/doctor.py lists every problem), or raise data.max_bad_fraction."
+                + f"\nThis is more than data.max_bad_fraction={self.max_bad_fraction}{early}. Fix or remove these "
+                f"files (python scripts/doctor.py lists every problem), or raise data.max_bad_fraction."
             )

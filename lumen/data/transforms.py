@@ -16,10 +16,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit / float grey: scale to 8 bits first; a plain convert would clip almost everything to white.
+        # 16-bit / float grey: scale to 8 bits by the bit depth (a plain convert would clip almost everything to
+        # white). Never by the image's own maximum, which would brighten a dim image. PNG and TIFF decode
+        # 16-bit grey to "I;16" or "I"; "F" is taken as intensities in [0, 1].
         array = np.asarray(image, dtype=np.float32)
-        top = float(array.max()) or 1.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+        full_scale = 1.0 if image.mode == "F" else 65535.0
+        image = Image.fromarray(np.clip(np.round(array / full_scale * 255.0), 0, 255).astype(np.uint8), mode="L")
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # PIL warns when a palette image with transparency goes straight to RGB
     return image.convert("RGB")

@@ -22,6 +22,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from lumen.errors import LumenError
+
+
+class FeatureSettingsError(LumenError, ValueError):
+    """Layer or timestep settings the loaded model does not have."""
+
 
 class _StopForward(Exception):
     """Raised from the deepest tap's hook to end the UNet forward early."""
@@ -34,13 +40,13 @@ def num_decoder_layers(unet) -> int:
 def decoder_tap(unet, layer: int) -> tuple[str, torch.nn.Module]:
     """The module whose output is decoder layer ``layer``, and its dotted name inside ``unet``.
 
-    Raises ``ValueError`` naming the valid range when the UNet has no such layer.
+    Raises ``FeatureSettingsError`` naming the valid range when the UNet has no such layer.
     """
     per_block = unet.config.layers_per_block + 1
     total = num_decoder_layers(unet)
     if not 1 <= layer <= total:
-        raise ValueError(
-            f"decoder layer {layer} does not exist in this UNet: it has {len(unet.up_blocks)} up blocks of "
+        raise FeatureSettingsError(
+            f"layout.layers: decoder layer {layer} does not exist in this UNet: it has {len(unet.up_blocks)} up blocks of "
             f"{per_block} sub-layers, so layers 1..{total} are valid (SD 1.5: 1..12)"
         )
     block_index, sub = divmod(layer - 1, per_block)
@@ -89,14 +95,14 @@ class SDFeatureExtractor:
     def __init__(self, vae, unet, text_encoder, tokenizer, noise_scheduler, layers: Sequence[int] = (2, 5, 8),
                  timestep: int = 100, noise_seed: int = 42, prompt: str = "", early_exit: bool = True) -> None:
         if not layers:
-            raise ValueError("layout.layers is empty: give at least one decoder layer, e.g. [2, 5, 8]")
+            raise FeatureSettingsError("layout.layers is empty: give at least one decoder layer, e.g. [2, 5, 8]")
         self.vae, self.unet, self.noise_scheduler = vae, unet, noise_scheduler
         self.layers = tuple(int(k) for k in layers)
         self.taps = [decoder_tap(unet, k) for k in self.layers]
         self.deepest = max(range(len(self.layers)), key=lambda i: self.layers[i])
         num_steps = noise_scheduler.config.num_train_timesteps
         if not 0 <= timestep < num_steps:
-            raise ValueError(f"layout.timestep={timestep} is outside the scheduler's 0..{num_steps - 1}")
+            raise FeatureSettingsError(f"layout.timestep={timestep} is outside the scheduler's 0..{num_steps - 1}")
         self.timestep = timestep
         self.noise_seed = noise_seed
         self.early_exit = early_exit

@@ -1,0 +1,123 @@
+"""Every numeric config key has a valid range, checked at load for every entry point, naming key, value,
+source and what is valid."""
+
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Union, get_args, get_origin, get_type_hints
+
+import pytest
+
+from lumen.config import ConfigError, LumenConfig, Range, load_config, split_argv
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def numeric_keys(cls=LumenConfig, prefix=""):
+    """(dotted key, field) of every int / float / list-of-int field of the schema."""
+    keys = []
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            keys += numeric_keys(hint, f"{prefix}{f.name}.")
+            continue
+        inner = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) is Union else [hint]
+        base = inner[0]
+        if get_origin(base) is list:
+            base = get_args(base)[0]
+        if base in (int, float):
+            keys.append((f"{prefix}{f.name}", f, get_origin(inner[0]) is list))
+    return keys
+
+
+NUMERIC = numeric_keys()
+
+
+def bad_value(bounds: Range):
+    """A value just outside the range."""
+    if bounds.low is not None:
+        return bounds.low if bounds.low_open else bounds.low - 1
+    if bounds.high is not None:
+        return bounds.high if bounds.high_open else bounds.high + 1
+    raise AssertionError("a range without bounds")
+
+
+def test_the_walk_finds_the_numeric_keys():
+    names = {key for key, _, _ in NUMERIC}
+    assert len(NUMERIC) >= 60
+    assert {"train.max_train_steps", "data.resolution", "layout.layers", "sample.sweep_components"} <= names
+
+
+@pytest.mark.parametrize("key, field, is_list", NUMERIC, ids=[k for k, _, _ in NUMERIC])
+def test_every_numeric_key_has_a_range_and_refuses_a_value_outside_it(key, field, is_list):
+    bounds = field.metadata.get("range")
+    assert isinstance(bounds, Range), f"{key} has no Range in the schema"
+    value = bad_value(bounds)
+    text = f"[{value}]" if is_list else str(value)
+    override = f"{key}={text}"
+    with pytest.raises(ConfigError) as err:
+        load_config([TINY], [override])
+    message = str(err.value)
+    assert f"'{key}'" in message and f"command-line override '{override}'" in message
+    assert "expected" in message and str(value).rstrip("0").rstrip(".") in message
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.max_train_steps=0", "an integer >= 1"),
+    ("train.max_train_steps=-2", "an integer >= 1"),
+    ("train.checkpoints_total_limit=0", "an integer >= 1"),
+    ("train.checkpointing_steps=0", "an integer >= 1"),
+    ("train.learning_rate=-1", "a number > 0"),
+    ("train.batch_size=0", "an integer >= 1"),
+    ("layout.batch_size=0", "an integer >= 1"),
+    ("train.gradient_accumulation_steps=0", "an integer >= 1"),
+    ("train.empty_prompt_probability=1.7", "a number in [0, 1]"),
+    ("train.component_dropout=-3", "a number in [0, 1]"),
+    ("data.max_bad_fraction=5", "a number in [0, 1]"),
+    ("data.resolution=100", "a multiple of 8 >= 64"),
+    ("layout.timestep=5000", "an integer in [0, 999]"),
+    ("pca.n_components=0", "an integer >= 1"),
+    ("pca.num_samples=0", "an integer >= 1"),
+])
+def test_the_reported_bad_values_are_refused_at_load(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config([TINY], [override])
+    key = override.split("=")[0]
+    assert str(err.value).startswith(f"bad value for config key '{key}'")
+    assert expected in str(err.value)
+
+
+def test_a_bad_value_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=f"'train.batch_size' \\(from {path}\\): 0; expected an integer >= 1"):
+        load_config([TINY, path])
+
+
+def test_more_components_than_samples_names_both_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config([TINY], ["pca.num_samples=5"])
+    assert "'pca.n_components' (from " in str(err.value) and "pca.num_samples=5" in str(err.value)
+
+
+def test_layout_n_components_is_gone():
+    with pytest.raises(ConfigError, match="unknown config key 'layout.n_components'"):
+        load_config([TINY], ["layout.n_components=3"])
+
+
+def test_an_argument_without_equals_that_is_no_file_is_named_as_a_forgotten_value():
+    with pytest.raises(ConfigError) as err:
+        split_argv([str(TINY), "train.max_train_steps"])
+    assert "'train.max_train_steps' is neither a config file" in str(err.value)
+    assert "did you mean train.max_train_steps=<value>" in str(err.value)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(*split_argv(["missing.yaml"]))
+
+
+def test_valid_edges_are_accepted():
+    cfg = load_config([TINY], ["train.empty_prompt_probability=1", "data.max_bad_fraction=0", "layout.timestep=0",
+                               "data.resolution=64", "train.checkpoints_total_limit=null"])
+    assert cfg.train.checkpoints_total_limit is None and cfg.data.resolution == 64
+    assert Range(low=0, high=1).describe(integer=False) == "a number in [0, 1]"
+    assert Range(low=0, low_open=True).describe(integer=False) == "a number > 0"
