@@ -7,6 +7,7 @@ kept in one place so that every entry point builds the same extractor, layout se
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import torch
 
@@ -89,6 +90,19 @@ def cache_settings(cfg: LumenConfig, pca) -> dict:
                 pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
 
 
+def sampling_device(name: Optional[str]) -> torch.device:
+    """``sample.device`` as a torch device (None: cuda when available); one that does not exist is refused."""
+    from lumen.errors import LumenError
+
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise LumenError(f"sample.device={name} is not a device name ({err}); use cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LumenError(f"sample.device={name}, but no GPU is visible: use sample.device=cpu (or leave it unset)")
+    return device
+
+
 class SamplingSetup:
     """Loads the model, the ControlNet and the PCA once; turns sources and jobs into images."""
 
@@ -96,7 +110,7 @@ class SamplingSetup:
         from diffusers import ControlNetModel
 
         s = cfg.sample
-        self.device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = sampling_device(s.device)
         self.folder = controlnet_folder(controlnet_path)
         self.metadata = read_lumen_json(self.folder)
         self.pca = load_pca(cfg.layout.pca_dir)

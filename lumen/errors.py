@@ -28,8 +28,10 @@ class StorageError(LumenError, OSError):
     """A write that failed for a reason outside Lumen: a full disk, a read-only or forbidden folder."""
 
 
-# torch's zip writer reports a full disk as a RuntimeError without an errno.
-_TORCH_WRITE_FAILURES = ("file write failed", "unexpected pos", "PytorchStreamWriter failed")
+# Writers that report a full disk without an errno: torch's zip writer (RuntimeError) and safetensors (its own
+# error type, naming the OS error in its message).
+_DISK_FULL_MESSAGES = ("file write failed", "unexpected pos", "PytorchStreamWriter failed", "No space left on device",
+                       "os error 28", "Disk quota exceeded", "os error 122")
 
 
 def free_space(path: str | Path) -> str:
@@ -52,7 +54,7 @@ def explain_write_failure(err: BaseException, path: str | Path, what: str) -> Op
     """A one-paragraph explanation of why writing ``what`` to ``path`` failed, or None when the failure is
     not one a user can fix (then it is a bug and keeps its traceback)."""
     code = getattr(err, "errno", None)
-    if isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES):
+    if code is None and any(s in str(err) for s in _DISK_FULL_MESSAGES):
         code = errno.ENOSPC  # the only cause of a short write here that a user meets
     if code in (errno.ENOSPC, errno.EDQUOT):
         return (f"the disk is full: writing {what} to {path} failed ({free_space(path)} free). "
@@ -70,7 +72,7 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
     """Turn a full disk or a read-only folder met while writing ``what`` into a ``StorageError``."""
     try:
         yield
-    except (OSError, RuntimeError) as err:
+    except Exception as err:  # writers report failures with their own exception types (see above)
         if isinstance(err, LumenError):
             raise
         message = explain_write_failure(err, path, what)

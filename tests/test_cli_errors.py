@@ -80,6 +80,11 @@ def test_bad_numbers_for_every_entry_point(tiny_args, capsys):
         expect(main, prog, [*tiny_args, override], capsys, f"{prog}: config error: bad value for config key '{key}'")
 
 
+def test_a_device_that_does_not_exist(trained_run, tmp_path, capsys):
+    expect(sample.main, "sample.py", [*trained_run, "sample.device=gpu", f"sample.out_dir={tmp_path}"], capsys,
+           "sample.device=gpu is not a device name")
+
+
 def test_a_damaged_model_is_named(tiny_args, damaged_model, capsys):
     expect(fit_pca.main, "fit_pca.py", [*tiny_args, f"model.pretrained={damaged_model}"], capsys,
            "cannot load the UNet from", "download or save the model again")

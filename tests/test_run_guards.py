@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from safetensors import SafetensorError
 
 from lumen.config import load_config
 from lumen.errors import EXIT_STOPPED, StorageError
@@ -64,15 +65,21 @@ def test_a_checkpoint_that_lost_its_weights_is_skipped_by_latest(train_args, cap
                in r.message for r in caplog.records)
     with pytest.raises(CheckpointNotFoundError, match="diffusion_pytorch_model.safetensors is missing"):
         resolve_checkpoint(out, str(out / "checkpoint-4"))
+    # Resuming takes checkpoint-2 and writes a complete checkpoint-4 over the damaged one.
+    assert train_main([*train_args, "train.max_train_steps=6", "train.checkpointing_steps=2",
+                       "train.resume_from_checkpoint=latest"]) == 0
+    assert names(out) == ["checkpoint-4", "checkpoint-6"]  # configs/tiny.yaml keeps 2
     # A truncated optimizer state is caught by its recorded size.
-    optimizer = out / "checkpoint-2" / "optimizer.bin"
+    optimizer = out / "checkpoint-6" / "optimizer.bin"
     optimizer.write_bytes(optimizer.read_bytes()[:100])
-    assert resolve_checkpoint(out, "latest") is None
+    assert resolve_checkpoint(out, "latest") == out / "checkpoint-4"
     assert "optimizer.bin is 100 bytes" in caplog.text
 
 
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
-                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2")])
+                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2"),
+                                     SafetensorError("Error while serializing: I/O error: No space left on device "
+                                                     "(os error 28)")], ids=["OSError", "torch", "safetensors"])
 def test_a_full_disk_while_checkpointing_says_so_and_keeps_the_last_good_checkpoint(train_args, monkeypatch,
                                                                                       failure):
     trainer = Trainer(cfg_of(train_args, "train.max_train_steps=6", "train.checkpointing_steps=2"))

@@ -36,7 +36,8 @@ from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
 from lumen.models import TORCH_DTYPES, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.training import ControlNetTask, MissingDependencyError, build_optimizer
-from train.checkpointing import checkpoint_folders, checkpoint_step, load_checkpoint, resolve_checkpoint, save_checkpoint
+from train.checkpointing import (checkpoint_folders, checkpoint_step, complete_checkpoints, load_checkpoint,
+                                 resolve_checkpoint, save_checkpoint)
 from train.distributed import close_processes, lock_folder_on_main
 from train.validation import build_validation_set, run_validation, validation_fidelity
 
@@ -59,13 +60,14 @@ def check_output_dir(out: Path, resume_from: Optional[Path], overwrite: bool) ->
     """Refuse to train into a folder holding another run's results; returns what ``overwrite`` removes.
 
     A fresh run stops when ``out`` holds checkpoints or a final ControlNet (its pruning and ``latest`` would
-    mix the two runs). A run resumed from checkpoint-k stops when ``out`` holds checkpoints after k (they
-    belong to the run being abandoned). ``overwrite`` removes those instead."""
+    mix the two runs). A run resumed from checkpoint-k stops when ``out`` holds complete checkpoints after k
+    (they belong to the run being abandoned; damaged ones, which ``latest`` skipped, are written over when the
+    run reaches their step). ``overwrite`` removes those instead."""
     step = checkpoint_step(resume_from) if resume_from is not None and resume_from.parent == out else None
     if resume_from is None:
         others = checkpoint_folders(out) + [out / n for n in ("controlnet", "controlnet_ema") if (out / n).is_dir()]
     else:
-        others = [p for p in checkpoint_folders(out) if step is not None and checkpoint_step(p) > step]
+        others = [p for p in complete_checkpoints(out) if step is not None and checkpoint_step(p) > step]
     if others and not overwrite:
         what = "a fresh run" if resume_from is None else f"a run resumed from {resume_from.name}"
         raise OutputDirInUseError(
