@@ -78,8 +78,10 @@ def encode_split(cfg, split, extractor, encoder, accelerator, out: Path) -> None
             skipped += batch["bad"]
             for path, reason in batch["bad"]:
                 warn_once.record(path, reason)
-            if batch["bad"] or any(split_dir.glob(STOP_PREFIX + "*")):
-                stopped = len(skipped_so_far(split_dir)) + len(skipped) > limit or any(split_dir.glob(STOP_PREFIX + "*"))
+            # Past the limit with what this process met and what finished shards recorded, or another
+            # process stopped already (its stop record is on disk).
+            stopped = (batch["bad"] and len(skipped_so_far(split_dir)) + len(skipped) > limit) or any(
+                split_dir.glob(STOP_PREFIX + "*"))
             if stopped:
                 break
             if batch["pixel_values"] is not None:

@@ -46,3 +46,26 @@ def test_two_processes_fit_the_same_pca_and_cache_as_one(tiny_args, tmp_path):
     rows_a, rows_b = load_cache(tmp_path / "one" / "cache", "train"), load_cache(tmp_path / "two" / "cache", "train")
     assert rows_a[:]["image_id"].tolist() == rows_b[:]["image_id"].tolist()
     torch.testing.assert_close(rows_a[:]["layout"], rows_b[:]["layout"], rtol=1e-3, atol=2e-3)
+
+
+def test_two_processes_stop_encoding_together_when_too_many_images_are_unusable(tiny_args, tmp_path,
+                                                                                synthetic_root):
+    import shutil
+
+    from scripts import fit_pca
+
+    data = tmp_path / "broken"
+    shutil.copytree(synthetic_root, data)
+    for path in sorted((data / "train2017").glob("*.jpg"))[-3:]:  # in the last shard, which process 0 encodes
+        path.write_bytes(b"not a jpeg")
+    run = [*tiny_args, f"output_dir={tmp_path / 'run'}", f"data.root={data}", "encode.splits=[train]",
+           "data.max_bad_fraction=0.1"]
+    assert fit_pca.main([*run, "data.max_bad_fraction=0.5"]) == 0
+    command = [sys.executable, "train/launch.py", "--config_file", str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"),
+               "scripts/encode_layouts.py", *run]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("stopped as soon as this was certain") == 2  # both processes, the same message
+    assert not (tmp_path / "run" / "cache" / "train" / "index.json").exists()

@@ -22,8 +22,13 @@ def load(out, record):
 
 
 def test_grids_images_and_metadata(trained_run, tmp_path):
+    run_dir = Path(trained_run[1].split("=", 1)[1])
+    training_record = (run_dir / "config.yaml").read_bytes()
     out, meta = run_sample(trained_run, tmp_path, "sample.num_sources=2", "sample.num_images_per_prompt=2",
                            "sample.prompts=[a watercolor painting]")
+    # Sampling keeps its resolved config beside its images and leaves the training run's record alone.
+    assert (run_dir / "config.yaml").read_bytes() == training_record
+    assert "num_images_per_prompt: 2" in (out / "config.yaml").read_text()
     assert len(meta["images"]) == 2 * 2 * 2  # sources x prompts (caption + one edit) x images per prompt
     assert {r["prompt_index"] for r in meta["images"]} == {0, 1}
     first = meta["sources"][0]
