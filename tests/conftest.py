@@ -48,7 +48,7 @@ def tiny_args(tmp_path, tiny_sd_dir, synthetic_root):
 @pytest.fixture(scope="session")
 def prepared_layouts(tmp_path_factory, tiny_sd_dir, synthetic_root):
     """A PCA and a layout cache of the synthetic data (64 px), made once; tests copy them into their runs."""
-    from scripts import encode_layouts, fit_pca
+    from lumen_train.commands import encode_layouts, fit_pca
 
     base = tmp_path_factory.mktemp("prepared")
     args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={base}", f"model.pretrained={tiny_sd_dir}",
@@ -78,7 +78,7 @@ def trained_run(tmp_path_factory, tiny_sd_dir, synthetic_root, prepared_layouts)
     Returns the entry-point arguments for that folder (64 px, 8 components)."""
     import shutil
 
-    from train.train_controlnet import main as train_main
+    from lumen_train.commands.train_controlnet import main as train_main
 
     run = tmp_path_factory.mktemp("trained")
     shutil.copytree(prepared_layouts / "pca", run / "pca")

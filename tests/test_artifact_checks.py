@@ -15,7 +15,7 @@ from lumen.config import load_config
 from lumen.data.problems import TooManyBadInputs
 from lumen.errors import StorageError
 from lumen.pca import PCASettingsError, load_pca
-from scripts import encode_layouts, fit_pca
+from lumen_train.commands import encode_layouts, fit_pca
 
 
 def snapshot(folder: Path) -> dict:

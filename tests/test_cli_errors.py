@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from lumen.errors import run_cli
-from scripts import demo, encode_layouts, evaluate, fit_pca, make_tiny_sd, sample, synthesize
-from train import train_controlnet
+from lumen_train.commands import demo, encode_layouts, evaluate, fit_pca, make_tiny_sd, sample, synthesize, train_controlnet
 
 REPO = Path(__file__).resolve().parent.parent
 

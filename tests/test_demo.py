@@ -2,7 +2,7 @@ from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
 
-from scripts import demo, make_tiny_sd
+from lumen_train.commands import demo, make_tiny_sd
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from lumen.cache import CacheDamagedError, CacheMismatchError, load_cache
 from lumen.config import load_config
 from lumen.layout import LayoutEncoder, SettingsMismatchError
 from lumen.pca import load_pca
-from scripts import encode_layouts, fit_pca
+from lumen_train.commands import encode_layouts, fit_pca
 
 
 @pytest.fixture

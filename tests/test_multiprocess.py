@@ -26,7 +26,7 @@ def launch_two(script, args, timeout=300):
 
 
 def test_two_processes_fit_the_same_pca_and_cache_as_one(tiny_args, tmp_path):
-    from scripts import encode_layouts, fit_pca
+    from lumen_train.commands import encode_layouts, fit_pca
 
     one = [*tiny_args, f"output_dir={tmp_path / 'one'}"]
     two = [*tiny_args, f"output_dir={tmp_path / 'two'}"]
@@ -52,7 +52,7 @@ def test_two_processes_stop_encoding_together_when_too_many_images_are_unusable(
                                                                                 synthetic_root):
     import shutil
 
-    from scripts import fit_pca
+    from lumen_train.commands import fit_pca
 
     data = tmp_path / "broken"
     shutil.copytree(synthetic_root, data)

@@ -12,10 +12,10 @@ from safetensors import SafetensorError
 from lumen.config import load_config
 from lumen.errors import EXIT_STOPPED, StorageError
 from lumen.folder_lock import FolderInUseError, FolderLock
-from train import trainer as trainer_module
-from train.checkpointing import CheckpointNotFoundError, complete_checkpoints, resolve_checkpoint
-from train.train_controlnet import main as train_main
-from train.trainer import OutputDirInUseError, Trainer
+from lumen_train import trainer as trainer_module
+from lumen_train.checkpointing import CheckpointNotFoundError, complete_checkpoints, resolve_checkpoint
+from lumen_train.commands.train_controlnet import main as train_main
+from lumen_train.trainer import OutputDirInUseError, Trainer
 
 
 def cfg_of(args, *more):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from lumen.controlnet import ControlNetMismatchError
-from scripts import fit_pca, sample
+from lumen_train.commands import fit_pca, sample
 
 
 def run_sample(args, tmp_path, *more):

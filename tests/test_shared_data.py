@@ -10,7 +10,7 @@ from lumen.config import DataConfig
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.labels import IGNORE
 from lumen.data.paths import resolve_split_paths
-from scripts import doctor
+from lumen_train.commands import doctor
 
 REPO = Path(__file__).resolve().parent.parent
 

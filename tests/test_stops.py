@@ -13,8 +13,8 @@ import pytest
 
 from lumen.config import load_config
 from lumen.errors import EXIT_STOPPED
-from train.checkpointing import complete_checkpoints
-from train.trainer import Trainer
+from lumen_train.checkpointing import complete_checkpoints
+from lumen_train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess
@@ -88,7 +88,7 @@ def test_closing_ends_the_process_group_and_its_threads(tmp_path):
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch
-from train.distributed import close_processes, make_accelerator
+from lumen_train.distributed import close_processes, make_accelerator
 
 def gloo_threads():
     names = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir("/proc/self/task")]

@@ -12,7 +12,7 @@ from lumen.config import DataConfig
 from lumen.data.doctor import run_doctor
 from lumen.data.labels import read_stuffthingmap
 from lumen.data.transforms import resize_and_center_crop
-from scripts import evaluate, sample, synthesize
+from lumen_train.commands import evaluate, sample, synthesize
 
 
 def test_synthesized_data_is_coco_passes_the_doctor_and_keeps_the_label_maps(trained_run, tmp_path, synthetic_root):

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from lumen.config import load_config
-from train import checkpointing
-from train.checkpointing import complete_checkpoints, resolve_checkpoint
+from lumen_train import checkpointing
+from lumen_train.checkpointing import complete_checkpoints, resolve_checkpoint
 from lumen.errors import LumenError
-from train.trainer import MissingDependencyError, Trainer, TrainingDivergedError
-from train.train_controlnet import main as train_main
+from lumen_train.trainer import MissingDependencyError, Trainer, TrainingDivergedError
+from lumen_train.commands.train_controlnet import main as train_main
 
 
 def cfg_of(args, *more):
@@ -251,7 +251,7 @@ def test_bf16_trains_and_validates_on_images_with_float32_master_weights(train_a
                                                                          fresh_accelerate_state):
     from accelerate.state import AcceleratorState
 
-    from scripts import fit_pca
+    from lumen_train.commands import fit_pca
 
     # Layouts on the fly come from the bf16 UNet: the PCA must have been fitted on bf16 features too.
     pca16 = f"layout.pca_dir={tmp_path / 'pca-bf16'}"

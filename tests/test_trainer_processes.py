@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from train.checkpointing import complete_checkpoints, resolve_checkpoint
+from lumen_train.checkpointing import complete_checkpoints, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess

@@ -36,10 +36,10 @@ from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
 from lumen.models import TORCH_DTYPES, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.training import ControlNetTask, MissingDependencyError, build_optimizer
-from train.checkpointing import (checkpoint_folders, checkpoint_step, complete_checkpoints, load_checkpoint,
+from lumen_train.checkpointing import (checkpoint_folders, checkpoint_step, complete_checkpoints, load_checkpoint,
                                  resolve_checkpoint, save_checkpoint)
-from train.distributed import close_processes, lock_folder_on_main
-from train.validation import build_validation_set, run_validation, validation_fidelity
+from lumen_train.distributed import close_processes, lock_folder_on_main
+from lumen_train.validation import build_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,169 @@
+"""The main job on the embedded default: python scripts/demo.py [CONFIG.yaml ...] [key=value ...]
+
+Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier run already made):
+  1. build the tiny random-weight Stable Diffusion (diffusers format) under output_dir/tiny-sd;
+  2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
+  3. check the data set with the doctor, and load the model back through the real loading path;
+  4. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
+  5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
+  6. train the ControlNet for a few dozen steps with two processes (accelerate launch), with checkpoints and
+     validation grids;
+  7. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
+Stages 5 to 10 run as the commands a user would type, printed before they run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lumen.errors import run_cli
+from lumen.config import config_from_argv, save_config
+from lumen.data.coco_stuff import CocoStuffDataset, read_split
+from lumen.data.doctor import run_doctor
+from lumen.data.paths import resolve_split_paths
+from lumen.data.preview import save_data_preview
+from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
+from lumen.models import TORCH_DTYPES, load_sd_components
+from lumen.tiny_sd import save_tiny_sd, tiny_sd_settings
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (scripts/, train/, configs/)
+DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs")
+DEFAULT_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
+def _run(script: str, argv: list[str], launcher: tuple[str, ...] = ()) -> None:
+    """Run another entry point (``scripts/<name>.py`` or ``train/<name>.py`` of the checkout) as its own
+    process, the way a user would, and stop the demo if it fails."""
+    # train/launch.py is `accelerate launch` with Lumen's exit codes (see its docstring).
+    shown = [*(("python", "train/launch.py", *launcher) if launcher else ("python",)), script, *argv]
+    print("    $ " + " ".join(shlex.quote(c) for c in shown), flush=True)
+    prefix = [sys.executable, str(REPO / "train" / "launch.py"), *launcher] if launcher else [sys.executable]
+    if subprocess.run([*prefix, str(REPO / script), *argv]).returncode != 0:
+        raise SystemExit(f"demo: {script} failed (its messages are above)")
+
+
+def _two_processes() -> tuple[str, ...]:
+    """Two ranks: two GPUs where there are, else two CPU processes (the trainer builds Accelerator(cpu=True)
+    without a GPU); one GPU trains in one process."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return ("--num_processes", "1") if gpus == 1 else ("--multi_gpu", "--num_processes", "2")
+
+
+def _stage(number: int, title: str) -> float:
+    print(f"\n[{number}] {title}", flush=True)
+    return time.perf_counter()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.endswith((".yaml", ".yml")) for a in argv):
+        argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
+    cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
+    out = Path(cfg.output_dir)
+    config_path = save_config(cfg, out, "demo_config.yaml")
+    summary = [f"resolved config: {config_path}"]
+
+    start = _stage(1, "tiny Stable Diffusion")
+    model_dir = Path(cfg.model.pretrained)
+    wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps,
+              "unet_train_steps": cfg.tiny_model.unet_train_steps}
+    if tiny_sd_settings(model_dir) == wanted:
+        print(f"    reusing {model_dir}")
+    else:
+        save_tiny_sd(model_dir, **wanted)
+        print(f"    built {model_dir} ({time.perf_counter() - start:.1f} s)")
+        stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
+        for path in stale:  # made with the previous model: they would be refused, so start them afresh
+            shutil.rmtree(path)
+        if stale:
+            print(f"    removed what an earlier demo made with the previous model: {', '.join(p.name for p in stale)}")
+    summary.append(f"tiny SD (diffusers format): {model_dir}")
+
+    start = _stage(2, "synthetic COCO-Stuff data set")
+    syn = cfg.synthetic
+    if synthetic_matches(cfg.data.root, syn.num_train, syn.num_val, syn.width, syn.height, syn.seed):
+        print(f"    reusing {cfg.data.root}")
+    else:
+        write_synthetic_coco_stuff(cfg.data.root, syn.num_train, syn.num_val, syn.width, syn.height, syn.seed)
+        print(f"    wrote {syn.num_train} train + {syn.num_val} val images to {cfg.data.root} "
+              f"({time.perf_counter() - start:.1f} s)")
+    summary.append(f"data set (official layout): {cfg.data.root}")
+    index = read_split(resolve_split_paths(cfg.data, cfg.data.val_split))
+    dataset = CocoStuffDataset(index, cfg.data.resolution, train=False, labels="stuffthingmaps")
+    preview = save_data_preview([dataset[i] for i in range(min(4, len(dataset)))], out / "data_preview.png",
+                                title=f"{cfg.data.val_split} split at {cfg.data.resolution} px (resized, centre-cropped)")
+    summary.append(f"picture of the data: {preview}")
+
+    _stage(3, "doctor: preflight of the data set")
+    passed, report = run_doctor(cfg.data, progress=False)
+    print("    " + report.replace("\n", "\n    "))
+    if not passed:
+        print("demo: the data set did not pass the doctor", file=sys.stderr)
+        return 1
+
+    start = _stage(4, "load the model through the real from_pretrained path")
+    parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
+                               TORCH_DTYPES[cfg.model.dtype.value])
+    sizes = {name: sum(p.numel() for p in getattr(parts, name).parameters()) for name in ("vae", "unet", "text_encoder")}
+    print("    " + ", ".join(f"{name} {n / 1e6:.2f} M parameters" for name, n in sizes.items())
+          + f" ({time.perf_counter() - start:.1f} s)")
+
+    _stage(5, "fit the layout PCA on the training split")
+    _run("scripts/fit_pca.py", argv)
+    summary.append(f"PCA and its explained-variance plot: {Path(cfg.layout.pca_dir) / 'explained_variance.png'}")
+
+    _stage(6, "cache layouts and latents")
+    _run("scripts/encode_layouts.py", argv)
+    pictures = sorted((out / "cache" / cfg.data.val_split / "pictures").glob("*.png"))
+    summary.append(f"layout cache (datasets shards): {out / 'cache'}")
+    if pictures:
+        summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
+
+    _stage(7, "train the ControlNet (a few dozen steps, two processes)")
+    # An earlier demo's run is continued (already at its last step, it only writes the final ControlNet).
+    _run("train/train_controlnet.py", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
+    checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    grids = sorted((out / "validation").glob("*.png"))
+    summary.append(f"checkpoints: {', '.join(str(c) for c in checkpoints)}")
+    if grids:
+        summary.append(f"validation grids: {grids[-1].parent} (latest {grids[-1].name})")
+    summary.append(f"trained ControlNet (diffusers format + lumen.json): {out / 'controlnet'}")
+    summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
+
+    _stage(8, "sample with prompt edits (the layout fixes the scene, the prompt its look)")
+    _run("scripts/sample.py", argv)
+    summary.append(f"prompt-edit grids: {sorted(Path(cfg.sample.out_dir).glob('*_grid.png'))[0]} "
+                   f"(and the other sources beside it; metadata in samples.json)")
+
+    _stage(9, "sweep the number of layout components (fewer: more diversity, less fidelity)")
+    sweep_dir = out / "samples_sweep"
+    sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
+    _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}", f"sample.sweep_components=[{','.join(map(str, sweep))}]",
+                               "sample.num_images_per_prompt=2", "sample.prompts=[]"])
+    summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
+
+    _stage(10, "evaluate the sweep: layout fidelity and diversity per number of components")
+    _run("scripts/evaluate.py", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
+    summary.append(f"evaluation table: {Path(cfg.evaluate.out) / 'metrics.md'}")
+
+    print("\nDemo finished. Where things are:")
+    for line in summary:
+        print(f"  - {line}")
+    return 0
+
+
+def cli() -> None:
+    """``scripts/demo.py`` and ``lumen-demo``."""
+    sys.exit(run_cli(main, "demo.py"))
+
+
+if __name__ == "__main__":
+    cli()

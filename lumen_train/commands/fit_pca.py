@@ -1,0 +1,150 @@
+"""Fit the layout PCA: python scripts/fit_pca.py CONFIG.yaml [more.yaml ...] [key=value ...]
+
+Draws pca.num_samples feature vectors uniformly over (image, pixel) positions of the training split, fits
+pca.n_components components and writes layout.pca_dir/ (pca.safetensors, pca.json, explained_variance.png,
+config.yaml, and samples.safetensors with pca.save_samples=true), as a whole: a PCA appears only complete.
+A PCA already there is reused when it was fitted with the same settings, and replaced only with
+pca.overwrite=true. Under `accelerate launch` each process extracts a
+disjoint share of the images and the main process gathers them: the samples do not depend on the number
+of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object
+
+from lumen.artifacts import ensure_writable, setting_differences
+from lumen.build import build_extractor, dtype_name, layout_dtype, layout_settings, load_components, split_dataset
+from lumen.config import LumenConfig, config_from_argv, to_yaml
+from lumen.data.problems import ProblemLog
+from lumen.errors import LumenError, run_cli
+from lumen.features.sampling import extract_samples, plan_samples
+from lumen.pca import PLOT_FILE, SETTINGS_FILE, PCASettingsError, fit_pca, save_pca
+from lumen_train.distributed import close_processes, gather_rows, make_accelerator
+
+
+class PCAExistsError(LumenError, FileExistsError):
+    """layout.pca_dir holds a PCA fitted with other settings, and pca.overwrite is false."""
+
+
+def fit_request(cfg: LumenConfig, dtype: torch.dtype) -> dict:
+    """Everything the fit depends on: a PCA fitted under the same request is the same PCA."""
+    return dict(layout_settings(cfg, dtype).to_json(), data_root=str(cfg.data.root), split=cfg.data.train_split,
+                limit=cfg.data.limit, num_samples=cfg.pca.num_samples, num_images=cfg.pca.num_images,
+                n_components=cfg.pca.n_components, seed=cfg.pca.seed, solver=cfg.pca.solver.value)
+
+
+def existing_pca_request(folder: Path) -> dict | None:
+    """The fit request recorded by the PCA in ``folder`` ({} when it records none or is damaged; None when
+    there is no PCA there)."""
+    if not (folder / SETTINGS_FILE).exists():
+        return None
+    try:
+        return dict(json.loads((folder / SETTINGS_FILE).read_text()).get("request", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def fit_layout_pca(cfg: LumenConfig) -> Path | None:
+    """Run the whole stage; returns the PCA folder on the main process (None on the others)."""
+    accelerator = make_accelerator()
+    try:
+        return _fit(cfg, accelerator)
+    finally:
+        close_processes(accelerator)
+
+
+def _fit(cfg: LumenConfig, accelerator) -> Path | None:
+    is_main = accelerator.is_main_process
+    folder = Path(cfg.layout.pca_dir)
+    dtype = layout_dtype(cfg, accelerator.device)
+    request = fit_request(cfg, dtype)
+
+    # 1. A PCA already there is reused when fitted under the same request, and replaced only when asked:
+    # caches and ControlNets made with it would no longer match it.
+    found = existing_pca_request(folder)
+    if found is not None and not cfg.pca.overwrite:
+        differences = setting_differences(request, found, "now", str(folder / SETTINGS_FILE))
+        if not differences:
+            if is_main:
+                print(f"{folder} already holds a PCA fitted with these settings: reusing it "
+                      f"(pca.overwrite=true fits it again)")
+            return folder if is_main else None
+        raise PCAExistsError(
+            f"{folder} already holds a PCA fitted with other settings:\n  " + "\n  ".join(differences)
+            + "\nLayout caches and ControlNets made with it would no longer match a new one. Set pca.overwrite=true "
+            "to replace it, or choose another layout.pca_dir."
+        )
+    ensure_writable(folder.parent, "the PCA")  # refused now, not after the extraction
+    parts = load_components(cfg, accelerator.device, dtype)
+    extractor = build_extractor(cfg, parts)
+    dataset = split_dataset(cfg, cfg.data.train_split)
+
+    # 2. The feature grid and width, from one probe image (they depend on the model and the resolution);
+    # a PCA wider than the features is refused before any image is read.
+    probe = extractor(torch.zeros(1, 3, cfg.data.resolution, cfg.data.resolution)).features
+    feature_dim, grid = probe.shape[1], tuple(probe.shape[-2:])
+    if cfg.pca.n_components > feature_dim:
+        raise PCASettingsError(f"pca.n_components={cfg.pca.n_components}, but the features of decoder layers "
+                               f"{list(cfg.layout.layers)} have {feature_dim} channels: use at most {feature_dim}")
+
+    # 3. The plan depends on the seed alone: every process computes the same one.
+    plan = plan_samples(len(dataset), grid, cfg.pca.num_samples, cfg.pca.num_images, cfg.pca.seed)
+    slots = range(accelerator.process_index, len(plan.image_indices), accelerator.num_processes)
+    if is_main:
+        print(f"sampling {plan.num_samples} vectors of {feature_dim} channels ({grid[0]}x{grid[1]} grid) from "
+              f"{len(plan.image_indices)} of {len(dataset)} {cfg.data.train_split} images, "
+              f"{accelerator.num_processes} process(es), {dtype_name(dtype)}")
+
+    # 4. Each process extracts its share; the main process gathers them in sample order.
+    problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
+    start = time.perf_counter()
+    ids, vectors = extract_samples(extractor, dataset, plan, slots, feature_dim, cfg.layout.batch_size, problems,
+                                   num_workers=cfg.data.num_workers, progress=is_main)
+    ids, vectors = gather_rows(accelerator, ids, vectors)
+    merged = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
+    merged.problems.update(dict(gather_object(list(problems.problems.items()))))
+    merged.check(len(plan.image_indices))  # every process raises alike, so none waits for the others
+    seconds = time.perf_counter() - start
+    if not is_main:
+        accelerator.wait_for_everyone()
+        return None
+
+    # 5. Fit, then save with the settings the features were made under (the folder appears only complete).
+    fit_start = time.perf_counter()
+    pca = fit_pca(vectors, cfg.pca.n_components, solver=cfg.pca.solver.value, seed=cfg.pca.seed,
+                  device=accelerator.device)
+    fit_seconds = time.perf_counter() - fit_start
+    pca.settings = dict(layout_settings(cfg, dtype).to_json(), num_samples=int(len(ids)),
+                        num_images=int(len(plan.image_indices)), skipped_images=len(merged), pca_seed=cfg.pca.seed,
+                        solver=cfg.pca.solver.value, feature_grid=list(grid), request=request)
+    folder = save_pca(pca, folder, samples=vectors if cfg.pca.save_samples else None,
+                      extra_files={"config.yaml": to_yaml(cfg)})
+    ratio = pca.explained_variance_ratio
+    print(f"extracted {len(ids)} vectors in {seconds:.1f} s "
+          f"({len(plan.image_indices) / seconds:.2f} images/s); PCA fit in {fit_seconds:.2f} s")
+    print(f"explained variance: first component {ratio[0]:.1%}, all {pca.n_components} {ratio.sum():.1%}")
+    print(f"PCA written to {folder} (plot: {folder / PLOT_FILE})")
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def main(argv=None) -> int:
+    cfg = config_from_argv(argv, "fit_pca.py", __doc__.splitlines()[0])
+    fit_layout_pca(cfg)
+    return 0
+
+
+def cli() -> None:
+    """``scripts/fit_pca.py`` and ``lumen-fit-pca``."""
+    sys.exit(run_cli(main, "fit_pca.py"))
+
+
+if __name__ == "__main__":
+    cli()

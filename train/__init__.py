@@ -1,1 +1,0 @@
-"""Training side: accelerate-driven entry points and their distributed helpers."""
