@@ -107,3 +107,27 @@ def ensure_writable(folder: str | Path, what: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     return folder
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def shard_ranges(num_items: int, shard_size: int) -> list[range]:
+    """Item ranges of the shards: shard s holds items ``[s * shard_size, (s + 1) * shard_size)``."""
+    return [range(start, min(start + shard_size, num_items)) for start in range(0, num_items, shard_size)]
+
+
+def shards_of_process(num_shards: int, process_index: int, num_processes: int) -> list[int]:
+    """The shards one of ``num_processes`` processes makes (every num_processes-th): the unit of work and of
+    resumption of the sharded stages (layout cache, synthetic data)."""
+    return list(range(process_index, num_shards, num_processes))
+
+
+def write_text_atomically(path: Path, text: str, tmp_suffix: str = "") -> Path:
+    """Write ``text`` to ``path`` under a temporary name first: a file that exists is a complete one."""
+    tmp = path.with_name(path.name + ".tmp" + tmp_suffix)
+    with writing(path, path.name):
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path

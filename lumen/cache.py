@@ -23,11 +23,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from lumen.artifacts import DamagedArtifactError, file_manifest, manifest_problems, read_json, setting_differences
+from lumen.artifacts import (DamagedArtifactError, file_manifest, manifest_problems, read_json, setting_differences,
+                             shard_name)
 from lumen.errors import LumenError, writing
 
 SETTINGS_FILE = "cache.json"
@@ -41,15 +42,6 @@ class CacheMismatchError(LumenError, ValueError):
 
 class CacheDamagedError(DamagedArtifactError):
     """A cache split that is incomplete, or whose shards lost or changed files since they were written."""
-
-
-def shard_name(shard: int) -> str:
-    return f"shard-{shard:05d}"
-
-
-def shard_ranges(num_items: int, shard_size: int) -> list[range]:
-    """Item ranges of the shards: shard s holds items ``[s * shard_size, (s + 1) * shard_size)``."""
-    return [range(start, min(start + shard_size, num_items)) for start in range(0, num_items, shard_size)]
 
 
 def check_cache_settings(cache_dir: str | Path, expected: dict[str, Any]) -> None:
@@ -211,3 +203,49 @@ def load_cache(cache_dir: str | Path, split: str, expected_settings: Optional[di
     tables = [t for t in tables if len(t)]
     return concatenate_datasets(tables).with_format("torch", columns=["image_id", "layout", "latent_mean",
                                                                        "latent_std"], output_all_columns=True)
+
+
+def encode_shard(extractor, encoder, dataset, indices: Sequence[int], batch_size: int, num_workers: int,
+                 on_bad: Callable[[str, str], None], stop: Callable[[int], bool],
+                 progress=None) -> tuple[Optional[ShardRows], list[tuple[str, str]]]:
+    """Layouts and latent distributions of the items ``indices`` of ``dataset`` (a ``CocoStuffDataset``).
+
+    Unusable images are passed to ``on_bad(path, reason)`` as they are met; after every batch,
+    ``stop(unusable so far in this shard)`` may end the work. Returns ``(rows, unusable)``, rows None when
+    stopped.
+    """
+    from lumen.data.coco_stuff import collate_skipping_bad
+
+    captions_of = {record.image_id: record.captions for record in dataset.index.records}
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, list(indices)), batch_size=batch_size,
+                                         num_workers=num_workers, collate_fn=collate_skipping_bad)
+    rows, skipped = ShardRows.empty(), []
+    for batch in loader:
+        skipped += batch["bad"]
+        for path, reason in batch["bad"]:
+            on_bad(path, reason)
+        if stop(len(skipped)):
+            return None, skipped
+        if batch["pixel_values"] is not None:
+            output = extractor(batch["pixel_values"])
+            rows.add(batch["image_id"], [captions_of[int(i)] for i in batch["image_id"]], encoder(output.features),
+                     output.latent_mean, output.latent_std)
+        if progress is not None:
+            progress.update(len(batch["image_id"]) + len(batch["bad"]))
+    return rows, skipped
+
+
+def write_layout_pictures(dataset, rows, folder: Path, count: int) -> list[Path]:
+    """Pictures of the first ``count`` cached rows (image beside its layout), from the ``dataset`` they were
+    made from."""
+    from lumen.layout import save_layout_picture
+
+    position = {r.image_id: i for i, r in enumerate(dataset.index.records)}
+    paths = []
+    for row in range(min(count, len(rows))):
+        item = rows[row]
+        image_id = int(item["image_id"])
+        sample = dataset[position[image_id]]
+        paths.append(save_layout_picture(sample["pixel_values"], item["layout"].float(),
+                                         folder / f"{image_id:012d}.png", caption=sample["caption"]))
+    return paths

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lumen.artifacts import DamagedArtifactError, file_manifest, manifest_problems, move_into_place, read_json
+from lumen.artifacts import (DamagedArtifactError, file_manifest, manifest_problems, move_into_place, read_json,
+                             setting_differences)
 from lumen.errors import LumenError, writing
 from lumen.plotting import pyplot, save_figure
 
@@ -32,6 +33,10 @@ SAMPLES_FILE = "samples.safetensors"
 
 class PCANotFoundError(LumenError, FileNotFoundError):
     """No fitted PCA where the config points."""
+
+
+class PCAExistsError(LumenError, FileExistsError):
+    """The PCA folder holds a PCA fitted with other settings, and replacing it was not asked for."""
 
 
 class PCASettingsError(LumenError, ValueError):
@@ -135,6 +140,28 @@ def save_pca(pca: PCA, folder: str | Path, samples: torch.Tensor | None = None,
                         files=file_manifest(tmp, include=[TENSORS_FILE], checksums=True))
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
         return move_into_place(tmp, folder)
+
+
+def reuse_existing_pca(folder: str | Path, request: dict[str, Any], overwrite: bool) -> bool:
+    """Whether the PCA in ``folder`` can be kept instead of fitting one for ``request`` (what the fit depends
+    on, recorded in pca.json as ``request``): True when it was fitted for the same request; False when there is
+    none, or replacing it is asked for (``overwrite``). Otherwise ``PCAExistsError`` lists what differs: layout
+    caches and ControlNets made with it would no longer match a new one."""
+    folder = Path(folder)
+    if overwrite or not (folder / SETTINGS_FILE).exists():
+        return False
+    try:
+        found = dict(json.loads((folder / SETTINGS_FILE).read_text()).get("request", {}))
+    except (OSError, ValueError):
+        found = {}  # damaged: differs from any request
+    differences = setting_differences(request, found, "now", str(folder / SETTINGS_FILE))
+    if differences:
+        raise PCAExistsError(
+            f"{folder} already holds a PCA fitted with other settings:\n  " + "\n  ".join(differences)
+            + "\nLayout caches and ControlNets made with it would no longer match a new one. Set pca.overwrite=true "
+            "to replace it, or choose another layout.pca_dir."
+        )
+    return True
 
 
 def load_pca(folder: str | Path) -> PCA:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from lumen.build import split_dataset
 from lumen.cache import load_cache
-from lumen.config import LumenConfig
-from lumen.data.coco_stuff import load_image
+from lumen.data.coco_stuff import CocoStuffDataset, load_image
 from lumen.data.transforms import image_to_tensor
 from lumen.errors import LumenError
+
+# split name -> its data set (evaluation mode: first caption, no dropout), opened only when needed
+OpenSplit = Callable[[str], CocoStuffDataset]
 
 
 class SampleInputError(LumenError, ValueError):
@@ -36,19 +37,23 @@ class Source:
                 "image_id": self.image_id, "split": self.split, "from_cache": self.from_cache}
 
 
-def load_sources(cfg: LumenConfig, resolution: int, split: str) -> list[Source]:
-    s = cfg.sample
-    sources: list[Source] = []
-    for path in s.images:
-        try:
-            image = load_image(Path(path))
-        except OSError as err:
-            raise SampleInputError(f"sample.images: cannot read {path} ({err})") from None
-        sources.append(Source(Path(path).stem, "file", "", image_to_tensor(image, resolution), path=str(path)))
-    if s.image_ids or not s.images:
-        dataset = split_dataset(cfg, split)
+def file_source(path: str | Path, resolution: int, caption: str = "", name: Optional[str] = None) -> Source:
+    try:
+        image = load_image(Path(path))
+    except OSError as err:
+        raise SampleInputError(f"sample.images: cannot read {path} ({err})") from None
+    return Source(name or Path(path).stem, "file", caption, image_to_tensor(image, resolution), path=str(path))
+
+
+def load_sources(images: list[str], image_ids: list[int], num_sources: int, from_cache: bool, split: str,
+                 open_split: OpenSplit, resolution: int) -> list[Source]:
+    """Image files first, then the images ``image_ids`` of ``split`` (or, with no files and no ids, its first
+    ``num_sources``); ``from_cache`` marks the split's sources to take their layouts from the cache."""
+    sources = [file_source(path, resolution) for path in images]
+    if image_ids or not images:
+        dataset = open_split(split)
         position = {r.image_id: i for i, r in enumerate(dataset.index.records)}
-        ids = list(s.image_ids) or [r.image_id for r in dataset.index.records[:s.num_sources]]
+        ids = list(image_ids) or [r.image_id for r in dataset.index.records[:num_sources]]
         missing = [i for i in ids if i not in position]
         if missing:
             raise SampleInputError(f"sample.image_ids {missing} are not (captioned) images of split '{split}'")
@@ -57,31 +62,38 @@ def load_sources(cfg: LumenConfig, resolution: int, split: str) -> list[Source]:
             if not isinstance(item, dict):
                 raise SampleInputError(f"image {image_id} of split '{split}' is unusable: {item.reason}")
             sources.append(Source(f"{image_id:012d}", "split", item["caption"], item["pixel_values"],
-                                  image_id=image_id, split=split, from_cache=s.from_cache))
+                                  image_id=image_id, split=split, from_cache=from_cache))
     return sources
 
 
-def source_from_json(cfg: LumenConfig, record: dict, resolution: int) -> Source:
+def source_from_json(record: dict, resolution: int, open_split: OpenSplit) -> Source:
+    """The source a samples JSON recorded (``Source.to_json``), read again."""
     if record["kind"] == "file":
-        image = image_to_tensor(load_image(Path(record["path"])), resolution)
-        return Source(record["name"], "file", record["caption"], image, path=record["path"])
-    dataset = split_dataset(cfg, record["split"])
-    index = next(i for i, r in enumerate(dataset.index.records) if r.image_id == record["image_id"])
+        return file_source(record["path"], resolution, record["caption"], record["name"])
+    dataset = open_split(record["split"])
+    index = next((i for i, r in enumerate(dataset.index.records) if r.image_id == record["image_id"]), None)
+    if index is None:
+        raise SampleInputError(f"image {record['image_id']} of split '{record['split']}' is no longer in the data set")
     item = dataset[index]
+    if not isinstance(item, dict):
+        raise SampleInputError(f"image {record['image_id']} of split '{record['split']}' is unusable: {item.reason}")
     return Source(record["name"], "split", item["caption"], item["pixel_values"], image_id=record["image_id"],
                   split=record["split"], from_cache=record["from_cache"])
 
 
-def compute_layouts(cfg: LumenConfig, sources: list[Source], extractor, encoder) -> torch.Tensor:
-    """(S, N, h, w): from the cache for cached sources, else extracted from the source image."""
+def compute_layouts(sources: list[Source], extractor, encoder, cache_dir: str | Path) -> torch.Tensor:
+    """``(S, N, h, w)``: from the cache in ``cache_dir`` for cached sources, else extracted from the image."""
     layouts = []
-    cached_rows = None
+    cached_rows = {}
     for source in sources:
         if source.from_cache:
-            if cached_rows is None:
-                rows = load_cache(Path(cfg.output_dir) / "cache", source.split)
-                cached_rows = {int(i): k for k, i in enumerate(rows[:]["image_id"])}, rows
-            position, rows = cached_rows
+            if source.split not in cached_rows:
+                rows = load_cache(cache_dir, source.split)
+                cached_rows[source.split] = {int(i): k for k, i in enumerate(rows[:]["image_id"])}, rows
+            position, rows = cached_rows[source.split]
+            if source.image_id not in position:
+                raise SampleInputError(f"image {source.image_id} of split '{source.split}' is not in the layout cache "
+                                       f"{cache_dir} (it was unusable when the cache was made)")
             layouts.append(rows[position[source.image_id]]["layout"].float())
         else:
             layouts.append(encoder(extractor(source.pixel_values[None]).features)[0].cpu())

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lumen.data.transforms import uint8_to_pixels
+
 BUILDER_VERSION = 2  # bump when the builder's output changes, so stale tiny models are rebuilt
 
 # Words the tokenizer's merges are learned from: the vocabulary of the synthetic captions and of common
@@ -94,7 +96,7 @@ def _calibrate_vae(vae, num_images: int = 16, size: int = 128) -> None:
         vae.quant_conv.bias[channels:] = -10.0
         rng = np.random.default_rng(0)
         images = np.stack([render_scene(rng, size, size)[0] for _ in range(num_images)])
-        pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = uint8_to_pixels(images)
         latents = vae.encode(pixels).latent_dist.mean
     vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
 
@@ -107,7 +109,7 @@ def _train_vae(vae, steps: int, seed: int, size: int = 128, batch_size: int = 8,
 
     rng = np.random.default_rng(seed + 100)
     images = np.stack([render_scene(rng, size, size)[0] for _ in range(num_images)])
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pixels = uint8_to_pixels(images)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
     vae.train()
@@ -132,7 +134,7 @@ def _train_unet(unet, vae, text_encoder, tokenizer, scheduler, steps: int, seed:
 
     rng = np.random.default_rng(seed + 200)
     scenes = [render_captioned_scene(rng, size, size) for _ in range(num_images)]
-    pixels = torch.from_numpy(np.stack([image for image, _ in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pixels = uint8_to_pixels(np.stack([image for image, _ in scenes]))
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels.split(64)])
         latents = latents * vae.config.scaling_factor

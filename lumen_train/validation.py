@@ -17,8 +17,10 @@ import torch
 from accelerate.utils import gather_object
 from PIL import Image
 
-from lumen.layout import layout_to_image, resize_layout
-from lumen.plotting import pyplot, save_figure, to_uint8_image
+from lumen.data.transforms import uint8_to_pixels
+from lumen.grids import GridRow, save_sample_grid
+from lumen.layout import resize_layout
+from lumen.plotting import to_uint8_image
 
 
 @dataclass
@@ -123,7 +125,7 @@ def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -
 
     scores = []
     for (i, _), image in samples.items():
-        pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
+        pixels = uint8_to_pixels(image)[None]
         generated = encoder(extractor(pixels).features)[0].cpu()
         scores.append(layout_cosine(generated, val.layouts[i]))
     return float(np.mean(scores))
@@ -131,18 +133,8 @@ def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -
 
 def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:
     """Rows: validation images. Columns: source, layout (components 1-3), then one sample per prompt."""
-    rows, columns = len(prompts), 2 + max(len(p) for p in prompts)
-    fig, axes = pyplot().subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
-    for i in range(rows):
-        source = to_uint8_image(val.images[i])
-        axes[i][0].imshow(source)
-        axes[i][0].set_title(f"image {val.image_ids[i]}", fontsize=7, loc="left")
-        axes[i][1].imshow(layout_to_image(val.layouts[i], size=source.shape[0]))
-        axes[i][1].set_title("layout", fontsize=7, loc="left")
-        for j, prompt in enumerate(prompts[i]):
-            axes[i][2 + j].imshow(samples[(i, j)])
-            axes[i][2 + j].set_title(("caption: " if j == 0 else "edit: ") + prompt[:34], fontsize=6, loc="left")
-        for axis in axes[i]:
-            axis.axis("off")
-    fig.suptitle(f"validation at step {step}", fontsize=9)
-    return save_figure(fig, path, dpi=90)
+    rows = [GridRow(to_uint8_image(val.images[i]), f"image {val.image_ids[i]}", val.layouts[i],
+                    [samples[(i, j)] for j in range(len(row_prompts))],
+                    [("caption: " if j == 0 else "edit: ") + prompt for j, prompt in enumerate(row_prompts)])
+            for i, row_prompts in enumerate(prompts)]
+    return save_sample_grid(rows, path, f"validation at step {step}")

@@ -106,7 +106,7 @@ from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.config import DataConfig
 from lumen.data.paths import resolve_split_paths
 from lumen.data.problems import ProblemLog
-from lumen.features.sampling import extract_samples, plan_samples
+from lumen.features.pca_samples import extract_samples, plan_samples
 from lumen.features.sd import SDFeatureExtractor
 from lumen.models import load_sd_components
 model, root, num_images = sys.argv[1], sys.argv[2], int(sys.argv[3])

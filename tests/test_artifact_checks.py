@@ -14,7 +14,7 @@ from lumen.cache import CacheDamagedError, load_cache
 from lumen.config import load_config
 from lumen.data.problems import TooManyBadInputs
 from lumen.errors import StorageError
-from lumen.pca import PCASettingsError, load_pca
+from lumen.pca import PCAExistsError, PCASettingsError, load_pca
 from lumen_train.commands import encode_layouts, fit_pca
 
 
@@ -31,7 +31,7 @@ def fitted(tiny_args):
 def test_more_components_than_feature_channels_is_refused_before_extraction(fitted, tiny_args, monkeypatch):
     before = snapshot(fitted / "pca")
     extracted = []
-    monkeypatch.setattr(fit_pca, "extract_samples", lambda *a, **k: extracted.append(1))
+    monkeypatch.setattr(fit_pca, "extract_on_processes", lambda *a, **k: extracted.append(1))
     with pytest.raises(PCASettingsError, match="pca.n_components=161, but the features .* have 160 channels"):
         fit_pca.main([*tiny_args, "pca.n_components=161", "pca.num_samples=170", "pca.overwrite=true"])
     assert not extracted
@@ -41,7 +41,7 @@ def test_more_components_than_feature_channels_is_refused_before_extraction(fitt
 def test_a_pca_fitted_with_other_settings_is_kept_unless_overwrite_is_asked(fitted, tiny_args, capsys):
     first = load_pca(fitted / "pca").fingerprint()
     before = snapshot(fitted / "pca")
-    with pytest.raises(fit_pca.PCAExistsError) as err:
+    with pytest.raises(PCAExistsError) as err:
         fit_pca.main([*tiny_args, "pca.seed=5"])
     assert "seed: 5 (now) vs 0" in str(err.value) and "pca.overwrite=true" in str(err.value)
     assert snapshot(fitted / "pca") == before
@@ -121,9 +121,11 @@ def test_encoding_stops_as_soon_as_the_bad_image_limit_is_certain(fitted, tiny_a
     shutil.copytree(synthetic_root, data)
     for path in sorted((data / "train2017").glob("*.jpg"))[:3]:
         path.write_bytes(b"not a jpeg")
+    from lumen_train import encoding
+
     calls = []
-    real = encode_layouts.write_shard
-    monkeypatch.setattr(encode_layouts, "write_shard", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = encoding.write_shard
+    monkeypatch.setattr(encoding, "write_shard", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     with pytest.raises(TooManyBadInputs) as err:
         # 12 images, limit 0.1 -> more than 1.2 bad is certain after the first batch of 4 (3 unusable).
         encode_layouts.main([*tiny_args, f"data.root={data}", "encode.splits=[train]", "data.max_bad_fraction=0.1",

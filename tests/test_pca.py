@@ -6,7 +6,7 @@ import torch
 from sklearn.decomposition import PCA as SkPCA
 
 from lumen.artifacts import DamagedArtifactError
-from lumen.features.sampling import plan_samples
+from lumen.features.pca_samples import plan_samples
 from lumen.pca import PCANotFoundError, fit_pca, load_pca, save_pca
 
 

@@ -8,11 +8,15 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from lumen.config import DataConfig
+from lumen.config import DataConfig, load_config
 from lumen.data.doctor import run_doctor
 from lumen.data.labels import read_stuffthingmap
 from lumen.data.transforms import resize_and_center_crop
 from lumen_train.commands import evaluate, sample, synthesize
+
+
+def config_of(args, *more):
+    return load_config([args[0]], [*args[1:], *more])
 
 
 def test_synthesized_data_is_coco_passes_the_doctor_and_keeps_the_label_maps(trained_run, tmp_path, synthetic_root):
@@ -44,7 +48,9 @@ def test_synthesis_resumes_after_a_kill(trained_run, tmp_path, monkeypatch):
     out = tmp_path / "synthetic"
     args = [*trained_run, f"synthesize.out_root={out}", "synthesize.split=val", "synthesize.limit=4",
             "synthesize.shard_size=1", "sample.num_inference_steps=2"]
-    real_run_jobs = synthesize.run_jobs
+    from lumen import synthesis
+
+    real_run_jobs = synthesis.run_jobs
     calls = []
 
     def dies_on_the_third_shard(*a, **k):
@@ -53,14 +59,14 @@ def test_synthesis_resumes_after_a_kill(trained_run, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_run_jobs(*a, **k)
 
-    monkeypatch.setattr(synthesize, "run_jobs", dies_on_the_third_shard)
+    monkeypatch.setattr(synthesis, "run_jobs", dies_on_the_third_shard)
     with pytest.raises(KeyboardInterrupt):
         synthesize.main(args)
     done = sorted(p.name for p in (out / ".shards").glob("shard-*.json"))
     assert done == ["shard-00000.json", "shard-00001.json"]
     monkeypatch.undo()
     redone = []
-    monkeypatch.setattr(synthesize, "run_jobs", lambda *a, **k: redone.append(1) or real_run_jobs(*a, **k))
+    monkeypatch.setattr(synthesis, "run_jobs", lambda *a, **k: redone.append(1) or real_run_jobs(*a, **k))
     assert synthesize.main(args) == 0
     assert len(redone) == 2  # only the two unfinished shards
     assert len(COCO(str(out / "annotations" / "captions_val2017.json")).getImgIds()) == 4
@@ -71,8 +77,8 @@ def test_evaluate_writes_metrics_per_number_of_components(trained_run, tmp_path)
     sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=2", "sample.num_images_per_prompt=2",
                  "sample.sweep_components=[1,8]", "sample.num_inference_steps=3"])
     out = tmp_path / "evaluation"
-    result = evaluate.evaluate_from_argv([*trained_run, f"evaluate.samples={samples / 'samples.json'}",
-                                          f"evaluate.out={out}"])
+    result = evaluate.evaluate(config_of(trained_run, f"evaluate.samples={samples / 'samples.json'}",
+                                         f"evaluate.out={out}"))
     rows = {row["n_components"]: row for row in result["rows"]}
     assert set(rows) == {1, 8} and rows[8]["images"] == 4
     for row in rows.values():
@@ -95,8 +101,8 @@ def test_evaluate_with_a_segmentation_model_given_by_path(trained_run, tmp_path)
     SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(segmenter)
     samples = tmp_path / "samples"
     sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=1", "sample.num_inference_steps=2"])
-    result = evaluate.evaluate_from_argv([*trained_run, f"evaluate.samples={samples / 'samples.json'}",
-                                          f"evaluate.out={tmp_path / 'ev'}", f"evaluate.segmenter={segmenter}"])
+    result = evaluate.evaluate(config_of(trained_run, f"evaluate.samples={samples / 'samples.json'}",
+                                         f"evaluate.out={tmp_path / 'ev'}", f"evaluate.segmenter={segmenter}"))
     assert 0.0 <= result["rows"][0]["miou"] <= 1.0
     assert str(segmenter) in result["segmentation"]
 

@@ -11,6 +11,7 @@ and 255 means unlabeled / ignore. Sources:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -21,6 +22,7 @@ NUM_IDS = 182  # COCO-Stuff ids 1-182 -> values 0-181
 # Thing ids COCO defines but never annotates; their values (id - 1) never occur in real label maps.
 UNUSED_THING_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
 STUFF_OTHER_ID = 183
+FIRST_STUFF_VALUE = 91  # values 0-90 are things, 91-181 stuff
 
 
 def valid_label_values() -> np.ndarray:
@@ -46,6 +48,32 @@ def read_stuffthingmap(path: str | Path) -> np.ndarray:
             f"found an array of shape {array.shape} and dtype {array.dtype}"
         )
     return array
+
+
+def stuff_annotations(label_map: np.ndarray, image_id: int, stuff_values: Optional[list[int]] = None,
+                      thing_values: Optional[list[int]] = None) -> list[dict]:
+    """COCO-Stuff annotations of a label map (this module's convention): one compressed RLE per stuff class, in
+    the order of ``stuff_values`` (default: the stuff values present, ascending), then all things together
+    as 'other' (183). Each has ``image_id``, ``category_id``, ``segmentation``, ``area``, ``bbox``, ``iscrowd``;
+    the annotation ``id`` is the caller's."""
+    from pycocotools import mask as mask_utils
+
+    present = [int(v) for v in np.unique(label_map) if v != IGNORE]
+    stuff_values = [v for v in present if v >= FIRST_STUFF_VALUE] if stuff_values is None else stuff_values
+    thing_values = [v for v in present if v < FIRST_STUFF_VALUE] if thing_values is None else thing_values
+    groups = [(v + 1, label_map == v) for v in stuff_values]
+    groups.append((STUFF_OTHER_ID, np.isin(label_map, thing_values)))
+    annotations = []
+    for category, mask in groups:
+        if not mask.any():
+            continue
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        annotations.append({"image_id": image_id, "category_id": category,
+                            "segmentation": {"size": [int(x) for x in rle["size"]],
+                                             "counts": rle["counts"].decode("ascii")},
+                            "area": float(mask_utils.area(rle)), "bbox": [float(x) for x in mask_utils.toBbox(rle)],
+                            "iscrowd": 0})
+    return annotations
 
 
 def stuff_annotations_to_label_map(annotations: list[dict], height: int, width: int) -> np.ndarray:

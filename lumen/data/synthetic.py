@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from lumen.data.labels import IGNORE, STUFF_OTHER_ID
+from lumen.data.labels import IGNORE, STUFF_OTHER_ID, stuff_annotations
 
 
 @dataclass(frozen=True)
@@ -179,18 +179,9 @@ def render_captioned_scene(rng: np.random.Generator, width: int, height: int) ->
     return _render(rng, label_map, used + things), _captions(rng, used, things, indoor)
 
 
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def write_synthetic_split(root: str | Path, split: str, image_ids: list[int], width: int, height: int,
                           rng: np.random.Generator, progress: bool = True) -> None:
     """Write one split's images, label maps, captions and stuff annotations (see the module docstring)."""
-    from pycocotools import mask as mask_utils
-
     root = Path(root)
     image_dir = root / f"{split}2017"
     map_dir = root / "stuffthingmaps_trainval2017" / f"{split}2017"
@@ -211,13 +202,8 @@ def write_synthetic_split(root: str | Path, split: str, image_ids: list[int], wi
                        "date_captured": "2024-01-01 00:00:00", "flickr_url": "", "id": image_id})
         for text in _captions(rng, used, things, indoor):
             captions.append({"image_id": image_id, "caption": text})
-        for category in used:
-            mask = label_map == category.id - 1
-            if mask.any():
-                stuff.append({"image_id": image_id, "category_id": category.id, "segmentation": _rle(mask)})
-        thing_mask = np.isin(label_map, [t.id - 1 for t in things])
-        if thing_mask.any():
-            stuff.append({"image_id": image_id, "category_id": STUFF_OTHER_ID, "segmentation": _rle(thing_mask)})
+        stuff += stuff_annotations(label_map, image_id, stuff_values=[c.id - 1 for c in used],
+                                   thing_values=[t.id - 1 for t in things])
     # Like the real files: annotations not grouped by image and ids not contiguous per image.
     for ann_list in (captions, stuff):
         order = rng.permutation(len(ann_list))
@@ -226,9 +212,6 @@ def write_synthetic_split(root: str | Path, split: str, image_ids: list[int], wi
     for ann in captions + stuff:
         ann["id"] = next_id
         next_id += int(rng.integers(1, 5))
-    for ann in stuff:
-        seg = dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode("ascii"))
-        ann.update(area=float(mask_utils.area(seg)), bbox=[float(v) for v in mask_utils.toBbox(seg)], iscrowd=0)
     info = {"description": f"Lumen synthetic COCO-Stuff-format data ({split})", "version": "1.0", "year": 2024,
             "contributor": "lumen.data.synthetic", "url": "", "date_created": "2024-01-01"}
     caption_file = {"info": info, "licenses": [licence], "images": images, "annotations": captions}

@@ -38,11 +38,17 @@ def resize_and_center_crop(image: Image.Image, resolution: int, resample: int) -
     return image.crop((left, top, left + resolution, top + resolution))
 
 
+def uint8_to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` or ``(B, H, W, 3)`` -> float32 ``(3, H, W)`` or ``(B, 3, H, W)`` in [-1, 1] (what SD's
+    VAE expects; ``lumen.plotting.to_uint8_image`` is the way back)."""
+    pixels = torch.from_numpy(np.asarray(images, dtype=np.float32)) / 127.5 - 1.0
+    return pixels.movedim(-1, -3).contiguous()
+
+
 def image_to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     """RGB image -> float tensor of shape ``(3, resolution, resolution)`` in [-1, 1] (what SD's VAE expects)."""
     image = resize_and_center_crop(to_rgb(image), resolution, Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return uint8_to_pixels(np.asarray(image))
 
 
 def label_map_to_tensor(label_map: np.ndarray, resolution: int) -> torch.Tensor:

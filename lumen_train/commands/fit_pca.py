@@ -11,26 +11,20 @@ of processes.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
 
-from lumen.artifacts import ensure_writable, setting_differences
+from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, dtype_name, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, to_yaml
-from lumen.data.problems import ProblemLog
-from lumen.errors import LumenError, run_cli
-from lumen.features.sampling import extract_samples, plan_samples
-from lumen.pca import PLOT_FILE, SETTINGS_FILE, PCASettingsError, fit_pca, save_pca
-from lumen_train.distributed import close_processes, gather_rows, make_accelerator
-
-
-class PCAExistsError(LumenError, FileExistsError):
-    """layout.pca_dir holds a PCA fitted with other settings, and pca.overwrite is false."""
+from lumen.errors import run_cli
+from lumen.features.pca_samples import plan_samples
+from lumen.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
+from lumen_train.distributed import close_processes, make_accelerator
+from lumen_train.pca_fit import extract_on_processes
 
 
 def fit_request(cfg: LumenConfig, dtype: torch.dtype) -> dict:
@@ -38,17 +32,6 @@ def fit_request(cfg: LumenConfig, dtype: torch.dtype) -> dict:
     return dict(layout_settings(cfg, dtype).to_json(), data_root=str(cfg.data.root), split=cfg.data.train_split,
                 limit=cfg.data.limit, num_samples=cfg.pca.num_samples, num_images=cfg.pca.num_images,
                 n_components=cfg.pca.n_components, seed=cfg.pca.seed, solver=cfg.pca.solver.value)
-
-
-def existing_pca_request(folder: Path) -> dict | None:
-    """The fit request recorded by the PCA in ``folder`` ({} when it records none or is damaged; None when
-    there is no PCA there)."""
-    if not (folder / SETTINGS_FILE).exists():
-        return None
-    try:
-        return dict(json.loads((folder / SETTINGS_FILE).read_text()).get("request", {}))
-    except (OSError, ValueError):
-        return {}
 
 
 def fit_layout_pca(cfg: LumenConfig) -> Path | None:
@@ -66,21 +49,12 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
     dtype = layout_dtype(cfg, accelerator.device)
     request = fit_request(cfg, dtype)
 
-    # 1. A PCA already there is reused when fitted under the same request, and replaced only when asked:
-    # caches and ControlNets made with it would no longer match it.
-    found = existing_pca_request(folder)
-    if found is not None and not cfg.pca.overwrite:
-        differences = setting_differences(request, found, "now", str(folder / SETTINGS_FILE))
-        if not differences:
-            if is_main:
-                print(f"{folder} already holds a PCA fitted with these settings: reusing it "
-                      f"(pca.overwrite=true fits it again)")
-            return folder if is_main else None
-        raise PCAExistsError(
-            f"{folder} already holds a PCA fitted with other settings:\n  " + "\n  ".join(differences)
-            + "\nLayout caches and ControlNets made with it would no longer match a new one. Set pca.overwrite=true "
-            "to replace it, or choose another layout.pca_dir."
-        )
+    # 1. A PCA already there is reused when fitted for the same request, and replaced only when asked.
+    if reuse_existing_pca(folder, request, cfg.pca.overwrite):
+        if is_main:
+            print(f"{folder} already holds a PCA fitted with these settings: reusing it (pca.overwrite=true fits it "
+                  f"again)")
+        return folder if is_main else None
     ensure_writable(folder.parent, "the PCA")  # refused now, not after the extraction
     parts = load_components(cfg, accelerator.device, dtype)
     extractor = build_extractor(cfg, parts)
@@ -94,35 +68,28 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
         raise PCASettingsError(f"pca.n_components={cfg.pca.n_components}, but the features of decoder layers "
                                f"{list(cfg.layout.layers)} have {feature_dim} channels: use at most {feature_dim}")
 
-    # 3. The plan depends on the seed alone: every process computes the same one.
+    # 3. The plan depends on the seed alone: every process computes the same one and extracts its share.
     plan = plan_samples(len(dataset), grid, cfg.pca.num_samples, cfg.pca.num_images, cfg.pca.seed)
-    slots = range(accelerator.process_index, len(plan.image_indices), accelerator.num_processes)
     if is_main:
         print(f"sampling {plan.num_samples} vectors of {feature_dim} channels ({grid[0]}x{grid[1]} grid) from "
               f"{len(plan.image_indices)} of {len(dataset)} {cfg.data.train_split} images, "
               f"{accelerator.num_processes} process(es), {dtype_name(dtype)}")
-
-    # 4. Each process extracts its share; the main process gathers them in sample order.
-    problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
     start = time.perf_counter()
-    ids, vectors = extract_samples(extractor, dataset, plan, slots, feature_dim, cfg.layout.batch_size, problems,
-                                   num_workers=cfg.data.num_workers, progress=is_main)
-    ids, vectors = gather_rows(accelerator, ids, vectors)
-    merged = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
-    merged.problems.update(dict(gather_object(list(problems.problems.items()))))
-    merged.check(len(plan.image_indices))  # every process raises alike, so none waits for the others
+    ids, vectors, problems = extract_on_processes(accelerator, extractor, dataset, plan, feature_dim,
+                                                  cfg.layout.batch_size, cfg.data.num_workers, cfg.data.train_split,
+                                                  cfg.data.max_bad_fraction)
     seconds = time.perf_counter() - start
     if not is_main:
         accelerator.wait_for_everyone()
         return None
 
-    # 5. Fit, then save with the settings the features were made under (the folder appears only complete).
+    # 4. Fit, then save with the settings the features were made under (the folder appears only complete).
     fit_start = time.perf_counter()
     pca = fit_pca(vectors, cfg.pca.n_components, solver=cfg.pca.solver.value, seed=cfg.pca.seed,
                   device=accelerator.device)
     fit_seconds = time.perf_counter() - fit_start
     pca.settings = dict(layout_settings(cfg, dtype).to_json(), num_samples=int(len(ids)),
-                        num_images=int(len(plan.image_indices)), skipped_images=len(merged), pca_seed=cfg.pca.seed,
+                        num_images=int(len(plan.image_indices)), skipped_images=len(problems), pca_seed=cfg.pca.seed,
                         solver=cfg.pca.solver.value, feature_grid=list(grid), request=request)
     folder = save_pca(pca, folder, samples=vectors if cfg.pca.save_samples else None,
                       extra_files={"config.yaml": to_yaml(cfg)})

@@ -1,0 +1,108 @@
+"""Evaluation of a set of samples (``lumen.sample_set``), per number of layout components.
+
+- Layout fidelity: the neural layout of each generated image (same backbone and PCA) against its source's:
+  mean per-pixel cosine similarity, and the adjusted Rand index of the two layouts' k-means segmentations.
+- Diversity: mean pairwise distance between the images generated from one source layout, in the backbone's
+  feature space: 1 - the mean per-pixel cosine similarity of their features (0 = the same features
+  everywhere; larger = more varied).
+- mIoU (optional): a transformers semantic-segmentation model's prediction on each generated image against
+  the source's label map.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from lumen.data.transforms import uint8_to_pixels
+from lumen.metrics import feature_distance, layout_cosine, layout_kmeans_ari, mean_iou, pairwise_distance
+from lumen.models import load_part
+
+DIVERSITY_METRIC = "1 - mean per-pixel cosine of decoder features"
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """A generated image file -> ``(3, R, R)`` in [-1, 1]."""
+    return uint8_to_pixels(np.asarray(Image.open(path).convert("RGB")))
+
+
+def score_images(records: list[dict], root: Path, source_layouts: dict[int, torch.Tensor], extractor, encoder,
+                 kmeans_clusters: int) -> tuple[list[dict], list[torch.Tensor]]:
+    """Per image record: its layout's fidelity to its source's (``source_layouts[record["source"]]``,
+    ``(N, h, w)``); and its feature map ``(C, h, w)``, for diversity."""
+    per_image, features = [], []
+    for record in tqdm(records, desc="evaluate", unit="img"):
+        feature_map = extractor(read_image(root / record["file"])[None]).features
+        features.append(feature_map[0].cpu())
+        generated = encoder(feature_map)[0].cpu()
+        source = source_layouts[record["source"]]
+        per_image.append({"file": record["file"], "n_components": record["n_components"],
+                          "cosine": layout_cosine(generated, source),
+                          "ari": layout_kmeans_ari(generated, source, kmeans_clusters)})
+    return per_image, features
+
+
+def segmentation_scores(segmenter: str, label_offset: int, records: list[dict], root: Path,
+                        label_of: Callable[[int], Optional[np.ndarray]]) -> dict[int, float]:
+    """Per image (by index in ``records``): mIoU of the segmenter (a transformers
+    ``AutoModelForSemanticSegmentation`` folder; ``label_offset`` is added to its class ids) against the label
+    map ``label_of(source index)`` (None for sources without one, which are left out)."""
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    model = load_part("segmenter (evaluate.segmenter)", segmenter,
+                      lambda: AutoModelForSemanticSegmentation.from_pretrained(segmenter)).eval()
+    processor = load_part("segmenter's image processor", segmenter,
+                          lambda: AutoImageProcessor.from_pretrained(segmenter))
+    scores = {}
+    for i, record in enumerate(records):
+        label = label_of(record["source"])
+        if label is None:
+            continue
+        image = Image.open(root / record["file"]).convert("RGB")
+        with torch.no_grad():
+            logits = model(**processor(images=image, return_tensors="pt")).logits
+        logits = torch.nn.functional.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
+        scores[i] = mean_iou(logits.argmax(dim=1)[0].numpy() + label_offset, label)
+    return scores
+
+
+def summarise(records: list[dict], per_image: list[dict], features: list[torch.Tensor], miou: dict[int, float],
+              all_components: int) -> list[dict]:
+    """One row per number of components (None in a record: all of them, ``all_components``)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[record["n_components"] or all_components].append(i)
+    rows = []
+    for k in sorted(groups):
+        members = groups[k]
+        by_source = defaultdict(list)
+        for i in members:
+            by_source[records[i]["source"]].append(features[i])
+        spreads = [d for d in (pairwise_distance(group, feature_distance) for group in by_source.values())
+                   if d is not None]
+        rows.append({
+            "n_components": k, "images": len(members),
+            "layout_cosine": float(np.mean([per_image[i]["cosine"] for i in members])),
+            "layout_kmeans_ari": float(np.mean([per_image[i]["ari"] for i in members])),
+            "diversity": float(np.mean(spreads)) if spreads else None,
+            "miou": float(np.nanmean([miou[i] for i in members if i in miou])) if miou else None,
+        })
+    return rows
+
+
+def markdown_table(result: dict) -> str:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| components | images | layout cosine | k-means ARI | diversity | mIoU |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['n_components']} | {row['images']} | {fmt(row['layout_cosine'])} | "
+                     f"{fmt(row['layout_kmeans_ari'])} | {fmt(row['diversity'])} | {fmt(row['miou'])} |")
+    lines += ["", f"Layout cosine and ARI: fidelity to the source layout (higher = closer). Diversity: "
+                  f"{result['diversity_metric']} between images of one source. mIoU: {result['segmentation']}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""The layout cache of a split over several processes (``lumen.cache`` encodes and writes the shards).
+
+Each process makes every num_processes-th shard that does not verify. Unusable images are counted as they are
+met, together with those finished shards recorded and those of processes that stopped: as soon as the split
+is certain to pass the limit, a process stops, leaves a stop record, and the others stop at their next batch.
+Every process then reads the same counts from disk and refuses alike, so none waits on another.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from lumen.artifacts import read_json, shard_name, shard_ranges, shards_of_process
+from lumen.cache import (INDEX_FILE, STOP_PREFIX, encode_shard, finish_split, remove_partial_shards, shard_problems,
+                         skipped_so_far, write_shard)
+from lumen.data.problems import ProblemLog
+
+
+def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path, shard_size: int, extractor,
+                 encoder, batch_size: int, num_workers: int, max_bad_fraction: float) -> tuple[dict, ProblemLog]:
+    """Make or finish the cache of one split; returns its index and its unusable images (on every process).
+    Raises ``TooManyBadInputs`` on every process when more than ``max_bad_fraction`` of the split is unusable."""
+    ranges = shard_ranges(len(dataset), shard_size)
+    if accelerator.is_main_process:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_shards(split_dir)
+    accelerator.wait_for_everyone()
+
+    # 1. Which of this process's shards need (re)making: a finished shard counts only if every file's
+    # checksum matches what was recorded when it was written.
+    todo = []
+    for shard in shards_of_process(len(ranges), accelerator.process_index, accelerator.num_processes):
+        problems = shard_problems(split_dir, shard)
+        if problems and problems != ["missing"]:
+            print(f"{split}: {shard_name(shard)} is damaged ({'; '.join(problems)}): encoding it again", flush=True)
+        if problems:
+            todo.append(shard)
+    missing = accelerator.reduce(torch.tensor([len(todo)], device=accelerator.device), reduction="sum").item()
+    if accelerator.is_main_process:
+        print(f"{split}: {len(dataset)} images in {len(ranges)} shards ({len(ranges) - int(missing)} already done)")
+
+    # 2. Encode, stopping as soon as the unusable images are certain to pass the limit.
+    limit = max_bad_fraction * len(dataset)
+    warn_once = ProblemLog(split, max_bad_fraction)  # reports each unusable image as it is met
+
+    def should_stop(unusable_in_shard: int) -> bool:
+        if any(split_dir.glob(STOP_PREFIX + "*")):
+            return True  # another process stopped already
+        return unusable_in_shard > 0 and len(skipped_so_far(split_dir)) + unusable_in_shard > limit
+
+    bar = tqdm(total=sum(len(ranges[s]) for s in todo), desc=f"encode {split}", unit="img",
+               disable=not accelerator.is_main_process)
+    for shard in todo:
+        rows, skipped = encode_shard(extractor, encoder, dataset, ranges[shard], batch_size, num_workers,
+                                     warn_once.record, should_stop, progress=bar)
+        if rows is None:
+            (split_dir / f"{STOP_PREFIX}{accelerator.process_index}.json").write_text(
+                json.dumps({"skipped": [list(p) for p in skipped]}))
+            break
+        write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}")
+    bar.close()
+    accelerator.wait_for_everyone()
+
+    # 3. Every process checks the unusable share from what is on disk, so all stop together.
+    problems = ProblemLog(split, max_bad_fraction)
+    problems.problems.update(dict(map(tuple, skipped_so_far(split_dir))))
+    if any(split_dir.glob(STOP_PREFIX + "*")):
+        problems.check(len(dataset), stopped_early=True)
+    if accelerator.is_main_process:
+        finish_split(split_dir, len(ranges), extra={"split": split, "images": len(dataset)})
+    accelerator.wait_for_everyone()
+    problems.check(len(dataset))
+    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
+    return index, problems
