@@ -18,15 +18,11 @@ from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutSettings
 from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 from lumen.layout import LayoutEncoder
-from lumen.models import TORCH_DTYPES, SDComponents, load_part, load_sd_components
+from lumen.models import TORCH_DTYPES, SDComponents, dtype_name, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.sampling import build_controlnet_pipeline
 
 logger = logging.getLogger(__name__)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def layout_dtype(cfg: LumenConfig, device: torch.device, pca=None) -> torch.dtype:

@@ -24,6 +24,10 @@ class LumenError(Exception):
     """Bad input or a mismatch a user can fix; its message says what was expected, found, and what to do."""
 
 
+class MissingDependencyError(LumenError, ImportError):
+    """An optional package a setting asks for is not installed."""
+
+
 class StorageError(LumenError, OSError):
     """A write that failed for a reason outside Lumen: a full disk, a read-only or forbidden folder."""
 

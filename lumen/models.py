@@ -16,6 +16,13 @@ import torch
 from lumen.errors import LumenError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# accelerate's mixed-precision modes -> the dtype the frozen parts compute in
+MIXED_PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the key of ``TORCH_DTYPES``)."""
+    return str(dtype).replace("torch.", "")
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 
 

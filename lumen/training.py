@@ -19,12 +19,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from lumen.errors import LumenError
+from lumen.errors import MissingDependencyError
 from lumen.layout import resize_layout, truncate_components
-
-
-class MissingDependencyError(LumenError, ImportError):
-    """An optional package a setting asks for is not installed."""
 
 
 def build_optimizer(parameters, learning_rate: float, betas: tuple[float, float] = (0.9, 0.999),

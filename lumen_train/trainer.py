@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm import tqdm
 
-from lumen.build import build_extractor, cache_settings, dtype_name, layout_dtype, layout_settings, split_dataset
+from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
 from lumen.cache import INDEX_FILE, load_cache
 from lumen.config import LumenConfig, save_config, to_yaml
 from lumen.cpu_memory import keep_freed_cpu_memory
@@ -31,14 +30,14 @@ from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metada
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
-from lumen.errors import LumenError, writing
+from lumen.errors import LumenError, MissingDependencyError, writing
 from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
-from lumen.models import TORCH_DTYPES, load_part, load_sd_components
+from lumen.models import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
 from lumen.pca import load_pca
-from lumen.training import ControlNetTask, MissingDependencyError, build_optimizer
+from lumen.training import ControlNetTask, build_optimizer
 from lumen_train.checkpointing import (checkpoint_folders, checkpoint_step, complete_checkpoints, load_checkpoint,
                                  resolve_checkpoint, save_checkpoint)
-from lumen_train.distributed import close_processes, lock_folder_on_main
+from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
 from lumen_train.validation import build_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
@@ -147,8 +146,7 @@ class Trainer:
             # accelerate runs no fp16 autocast on the CPU: the float32 ControlNet would meet float16 tensors.
             raise LumenError("train.mixed_precision=fp16 needs a GPU, and none is visible. On the CPU use "
                              "train.mixed_precision=bf16 or no.")
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
+        self.accelerator = make_accelerator(
             mixed_precision=t.mixed_precision.value,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             log_with=None if t.report_to.value == "none" else t.report_to.value,
@@ -189,7 +187,7 @@ class Trainer:
         self.metadata = lumen_metadata(self.settings, self.pca, cfg.layout.pca_dir)
 
         # 4. Frozen parts in the compute dtype; the ControlNet's master weights stay in float32.
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        self.weight_dtype = MIXED_PRECISION_DTYPES[acc.mixed_precision]
         parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
                                    TORCH_DTYPES[cfg.model.dtype.value])
         place(parts.unet, acc.device, self.weight_dtype)

@@ -21,6 +21,7 @@ from lumen.data.transforms import uint8_to_pixels
 from lumen.grids import GridRow, save_sample_grid
 from lumen.layout import resize_layout
 from lumen.plotting import to_uint8_image
+from lumen.sampling import build_controlnet_pipeline
 
 
 @dataclass
@@ -50,19 +51,6 @@ def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
     return ValidationSet(images, layouts, [s["caption"] for s in samples], [s["image_id"] for s in samples])
 
 
-def build_pipeline(parts, controlnet):
-    """A ControlNet pipeline over the modules in memory (no second copy of any weights)."""
-    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
-
-    pipe = StableDiffusionControlNetPipeline(
-        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
-        controlnet=controlnet, scheduler=UniPCMultistepScheduler.from_config(parts.noise_scheduler.config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _residuals_in(dtype: torch.dtype):
     """A forward hook casting a ControlNet's ``(down residuals, mid residual)`` output to ``dtype``."""
 
@@ -83,7 +71,7 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
     resolution = val.images.shape[-1]
     prompts = [[caption, *prompt_edits] for caption in val.captions]
     jobs = [(i, j) for i in range(len(prompts)) for j in range(len(prompts[i]))]
-    pipe = build_pipeline(parts, controlnet)
+    pipe = build_controlnet_pipeline(parts, controlnet)
     results = []
     was_training = controlnet.training
     controlnet.eval()

@@ -17,12 +17,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lumen.benchmarking import timed
 from lumen.features.sd import SDFeatureExtractor
 from lumen.models import TORCH_DTYPES
 from lumen.tiny_sd import build_sd15_architecture
@@ -36,14 +36,6 @@ def sd15_random(device: str, dtype: torch.dtype, tokenizer_dir: Path):
     for module in (unet, vae, text):
         module.to(device, dtype)
     return vae, unet, text, CLIPTokenizer.from_pretrained(tokenizer_dir), scheduler
-
-
-def timed(fn, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
 
 
 def bench_extraction(args, work: Path) -> None:

@@ -12,12 +12,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lumen.benchmarking import timed
 from lumen.controlnet import controlnet_from_unet
 from lumen.models import SDComponents, load_sd_components
 from lumen.sampling import SampleJob, build_controlnet_pipeline, run_jobs
@@ -27,14 +27,6 @@ from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
 def jobs_for(count: int, steps: int, resolution: int) -> list[SampleJob]:
     return [SampleJob(i % 4, f"a red ball on the grass, picture {i}", 0, i, 1000 + i, None, steps, 7.5, 1.0,
                       "unipc", resolution) for i in range(count)]
-
-
-def timed(fn, sync=lambda: None) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
 
 
 def bench_tiny(args, work: Path) -> None:

@@ -25,6 +25,7 @@ from lumen.controlnet import controlnet_from_unet
 from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutEncoder
+from lumen.models import MIXED_PRECISION_DTYPES
 from lumen.pca import PCA
 from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
 from lumen.training import ControlNetTask, build_optimizer
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's defaults (freed memory goes back to the OS; page faults every step)")
     args = parser.parse_args(argv)
-    dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
+    dtype = MIXED_PRECISION_DTYPES[args.mixed_precision]
     kept = args.device == "cpu" and not args.return_freed_memory and keep_freed_cpu_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
           + (", freed memory kept in the process (as the trainer does on the CPU)" if kept else ""))

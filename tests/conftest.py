@@ -37,12 +37,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def tiny_argv(output_dir, model, data) -> list[str]:
+    """Entry-point arguments for the tiny model on the synthetic data at 64 px (4x4 feature grid, 8 components)."""
+    return [str(REPO / "configs" / "tiny.yaml"), f"output_dir={output_dir}", f"model.pretrained={model}",
+            f"data.root={data}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
+            "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
+
+
 @pytest.fixture
 def tiny_args(tmp_path, tiny_sd_dir, synthetic_root):
     """Entry-point arguments for the tiny model on the session's synthetic data, writing under tmp_path."""
-    return [str(REPO / "configs" / "tiny.yaml"), f"output_dir={tmp_path / 'run'}", f"model.pretrained={tiny_sd_dir}",
-            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
-            "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
+    return tiny_argv(tmp_path / "run", tiny_sd_dir, synthetic_root)
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +56,7 @@ def prepared_layouts(tmp_path_factory, tiny_sd_dir, synthetic_root):
     from lumen_train.commands import encode_layouts, fit_pca
 
     base = tmp_path_factory.mktemp("prepared")
-    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={base}", f"model.pretrained={tiny_sd_dir}",
-            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
-            "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
+    args = tiny_argv(base, tiny_sd_dir, synthetic_root)
     assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
     return base
 
@@ -83,9 +86,7 @@ def trained_run(tmp_path_factory, tiny_sd_dir, synthetic_root, prepared_layouts)
     run = tmp_path_factory.mktemp("trained")
     shutil.copytree(prepared_layouts / "pca", run / "pca")
     shutil.copytree(prepared_layouts / "cache", run / "cache")
-    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={run}", f"model.pretrained={tiny_sd_dir}",
-            f"data.root={synthetic_root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
-            "layout.batch_size=4"]
+    args = tiny_argv(run, tiny_sd_dir, synthetic_root)
     assert train_main([*args, "train.max_train_steps=6", "train.batch_size=4", "train.report_to=none",
                        "validation.steps=0", "train.checkpointing_steps=3", "train.learning_rate=1e-3",
                        "train.component_dropout=0.5"]) == 0

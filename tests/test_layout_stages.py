@@ -42,9 +42,9 @@ def test_fit_pca_writes_a_self_describing_pca_that_agrees_with_scikit_learn(fitt
     assert not (out / "config.yaml").exists()  # the training run's record is the trainer's alone
 
 
-def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted_run):
+def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted_run, tiny_args):
     cfg, out = fitted_run
-    assert encode_layouts.main([*tiny_argv(cfg), "encode.visualize=2"]) == 0
+    assert encode_layouts.main([*tiny_args, "encode.visualize=2"]) == 0
     rows = load_cache(out / "cache", "val")
     dataset = split_dataset(cfg, "val")
     assert len(rows) == len(dataset) == 4
@@ -65,15 +65,9 @@ def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted
     assert len(load_cache(out / "cache", "train")) == 12
 
 
-def tiny_argv(cfg):
-    return ["configs/tiny.yaml", f"output_dir={cfg.output_dir}", f"model.pretrained={cfg.model.pretrained}",
-            f"data.root={cfg.data.root}", "data.resolution=64", "pca.num_samples=150", "pca.n_components=8",
-            "encode.shard_size=5", "encode.visualize=0"]
-
-
-def test_resume_redoes_only_unfinished_shards(fitted_run):
+def test_resume_redoes_only_unfinished_shards(fitted_run, tiny_args):
     cfg, out = fitted_run
-    argv = [*tiny_argv(cfg), "encode.splits=[train]"]
+    argv = [*tiny_args, "encode.splits=[train]"]
     assert encode_layouts.main(argv) == 0
     split_dir = out / "cache" / "train"
     assert sorted(p.name for p in split_dir.glob("shard-*")) == ["shard-00000", "shard-00001", "shard-00002"]
@@ -94,16 +88,16 @@ def test_resume_redoes_only_unfinished_shards(fitted_run):
     assert json.loads((split_dir / "index.json").read_text())["rows"] == 12
 
 
-def test_a_cache_made_with_another_pca_is_refused(fitted_run, tmp_path):
+def test_a_cache_made_with_another_pca_is_refused(fitted_run, tiny_args, tmp_path):
     cfg, out = fitted_run
-    assert encode_layouts.main([*tiny_argv(cfg), "encode.splits=[val]"]) == 0
+    assert encode_layouts.main([*tiny_args, "encode.splits=[val]"]) == 0
     other_pca = tmp_path / "other-pca"
-    assert fit_pca.main([*tiny_argv(cfg), "pca.seed=5", f"layout.pca_dir={other_pca}"]) == 0
+    assert fit_pca.main([*tiny_args, "pca.seed=5", f"layout.pca_dir={other_pca}"]) == 0
     with pytest.raises(CacheMismatchError) as err:
-        encode_layouts.main([*tiny_argv(cfg), "encode.splits=[val]", f"layout.pca_dir={other_pca}"])
+        encode_layouts.main([*tiny_args, "encode.splits=[val]", f"layout.pca_dir={other_pca}"])
     assert "pca_fingerprint" in str(err.value) and "(cache) vs" in str(err.value)
     with pytest.raises(SettingsMismatchError, match="timestep: 300 \\(config\\) vs 100"):
-        encode_layouts.main([*tiny_argv(cfg), "encode.splits=[val]", "layout.timestep=300"])
+        encode_layouts.main([*tiny_args, "encode.splits=[val]", "layout.timestep=300"])
 
 
 def test_fit_pca_on_real_photos(shared_data, tiny_sd_dir, tmp_path):

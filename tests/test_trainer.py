@@ -11,7 +11,8 @@ from lumen.config import load_config
 from lumen_train import checkpointing
 from lumen_train.checkpointing import complete_checkpoints, resolve_checkpoint
 from lumen.errors import LumenError
-from lumen_train.trainer import MissingDependencyError, Trainer, TrainingDivergedError
+from lumen.errors import MissingDependencyError
+from lumen_train.trainer import Trainer, TrainingDivergedError
 from lumen_train.commands.train_controlnet import main as train_main
 
 

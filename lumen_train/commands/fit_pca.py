@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from lumen.artifacts import ensure_writable
-from lumen.build import build_extractor, dtype_name, layout_dtype, layout_settings, load_components, split_dataset
+from lumen.build import build_extractor, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, to_yaml
 from lumen.errors import run_cli
 from lumen.features.pca_samples import plan_samples
+from lumen.models import dtype_name
 from lumen.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
 from lumen_train.distributed import close_processes, make_accelerator
 from lumen_train.pca_fit import extract_on_processes
