@@ -240,6 +240,9 @@ class TrainConfig:
     channels_last: bool = False
     # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
     empty_prompt_probability: float = ranged(0.5, low=0, high=1)
+    # Loss, unusable images and stop requests are gathered from every process (one collective, a host-device
+    # sync) and logged every this many optimizer steps; a NaN is still named with its own step.
+    log_every: int = ranged(10, low=1)
     checkpointing_steps: int = ranged(500, low=1)
     checkpoints_total_limit: Optional[int] = ranged(3, low=1)  # None: keep every checkpoint
     resume_from_checkpoint: Optional[str] = None  # "latest" or a checkpoint-<step> folder

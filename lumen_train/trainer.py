@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +50,15 @@ class TrainingDivergedError(LumenError, RuntimeError):
 
 class OutputDirInUseError(LumenError, FileExistsError):
     """output_dir holds another run's checkpoints or final ControlNet, and the run was not asked to resume."""
+
+
+@dataclass
+class Health:
+    """What ``Trainer.check_health`` found: each step's loss since the last check (averaged over processes), and
+    whether any process was asked to stop."""
+
+    losses: list[float]
+    stop_requested: bool
 
 
 # What a training run writes in output_dir besides its checkpoints (removed by train.overwrite_output_dir=true).
@@ -275,8 +285,11 @@ class Trainer:
         self.validation_set = None
         if cfg.validation.steps > 0 and cfg.validation.num_images > 0:
             self.validation_set = self._build_validation_set()
+        # 9. The state of the loop: the step, the last gradient norm, the steps since the last log.
         self.global_step = 0
         self.grad_norm: Optional[torch.Tensor] = None
+        self.window_losses: list[torch.Tensor] = []  # one per optimizer step since the last health check
+        self.window_images, self.window_start = 0, time.perf_counter()
         self.stop = StopRequest()
         self.record: dict[str, Any] = {"num_processes": acc.num_processes, "steps": []}
 
@@ -383,14 +396,17 @@ class Trainer:
 
     def train(self) -> bool:
         """Train to ``max_steps``; True when finished (the final ControlNet written), False when stopped on
-        request (a checkpoint of the step reached written)."""
+        request (a checkpoint of the step reached written).
+
+        Each optimizer step: the step itself -> EMA -> every ``train.log_every`` steps (and at the last one) the
+        health check and the log -> checkpoint / validation -> the stop, if one was asked for."""
         cfg, acc = self.cfg, self.accelerator
         first_epoch, skip_batches = self.resume()
         if cfg.train.checkpoint_on_interrupt:
             self.stop.install()
         bar = tqdm(total=self.max_steps, initial=min(self.global_step, self.max_steps), desc="train", unit="step",
                    disable=not acc.is_main_process)
-        losses, images, start = [], 0, time.perf_counter()
+        micro_losses, self.window_start = [], time.perf_counter()
         try:
             for epoch in range(first_epoch, self.num_epochs):
                 if self.global_step >= self.max_steps:
@@ -400,28 +416,31 @@ class Trainer:
                 loader = acc.skip_first_batches(self.loader, skip_batches) if epoch == first_epoch else self.loader
                 for batch in loader:
                     self._note_bad(batch)
-                    losses.append(self.train_step(batch))
-                    images += len(batch["caption"])
+                    micro_losses.append(self.train_step(batch))
+                    self.window_images += len(batch["caption"])
                     if cfg.train.record_batches:
                         self.record["steps"].append(batch["image_id"].tolist())
                     if not acc.sync_gradients:
                         continue
                     self.global_step += 1
+                    self.window_losses.append(torch.stack(micro_losses).float().mean())  # stays on the device
+                    micro_losses = []
                     bar.update(1)
-                    self._log(losses, images, start, bar)
-                    losses, images, start = [], 0, time.perf_counter()
                     if self.ema is not None:
                         self.ema.step(acc.unwrap_model(self.controlnet).parameters())
-                    if self._stop_requested():
-                        save_checkpoint(acc, self.out, self.global_step, self.generator,
-                                        cfg.train.checkpoints_total_limit)
+                    stop = False
+                    if self.global_step % cfg.train.log_every == 0 or self.global_step >= self.max_steps:
+                        health = self.check_health()
+                        self.log(health, bar)
+                        stop = health.stop_requested
+                    if stop:
+                        self.save()
                         logger.warning("stopped on request at step %d; checkpoint-%d saved. Run the same command "
                                        "with train.resume_from_checkpoint=latest to continue", self.global_step,
                                        self.global_step)
                         return False
                     if self.global_step % cfg.train.checkpointing_steps == 0:
-                        save_checkpoint(acc, self.out, self.global_step, self.generator,
-                                        cfg.train.checkpoints_total_limit)
+                        self.save()
                     if self.validation_set is not None and self.global_step % cfg.validation.steps == 0:
                         self.validate()
                     if self.global_step >= self.max_steps:
@@ -432,42 +451,61 @@ class Trainer:
         self.finish()
         return True
 
+    def save(self) -> Path:
+        """``checkpoint-<global step>`` (every process takes part)."""
+        return save_checkpoint(self.accelerator, self.out, self.global_step, self.generator,
+                               self.cfg.train.checkpoints_total_limit)
+
     def _note_bad(self, batch) -> None:
         for path, reason in batch["bad"]:
             self.problems.record(path, reason)
 
     def _stop_requested(self) -> bool:
-        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="max").item() > 0)
+        """Whether this process was asked to stop (Ctrl-C / SIGTERM); ``check_health`` combines all processes'."""
+        return self.stop.requested
 
-    def _log(self, losses, images, start, bar) -> None:
-        acc = self.accelerator
-        local = torch.stack(losses).float().mean().reshape(1).to(acc.device)
-        loss = acc.gather(local).mean().item()  # over accumulation steps and processes
-        if not math.isfinite(loss):
+    def check_health(self) -> "Health":
+        """One collective for the steps since the last check: their losses, the unusable images and the stop
+        requests of every process. Raises on a NaN or infinite loss (naming its step) and on too many unusable
+        images, on every process alike."""
+        acc, n = self.accelerator, self.accelerator.num_processes
+        local = torch.cat([torch.stack(self.window_losses).reshape(-1),
+                           torch.tensor([float(len(self.problems)), float(self._stop_requested())],
+                                        device=self.window_losses[0].device)])
+        total = (acc.reduce(local.to(acc.device), reduction="sum") if n > 1 else local).tolist()
+        losses, bad, stops = [v / n for v in total[:-2]], total[-2], total[-1]
+        first_step = self.global_step - len(losses) + 1
+        diverged = next((first_step + i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+        if diverged is not None:
             raise TrainingDivergedError(
-                f"the loss is {loss} at step {self.global_step}. Likely causes: the VAE overflowing in fp16 "
-                f"(train.mixed_precision=bf16, or keep train.upcast_vae=true), or a learning rate too high "
+                f"the loss is {losses[diverged - first_step]} at step {diverged}. Likely causes: the VAE overflowing "
+                f"in fp16 (train.mixed_precision=bf16, or keep train.upcast_vae=true), or a learning rate too high "
                 f"(train.learning_rate={self.cfg.train.learning_rate}). The last good checkpoint is kept; resume "
                 f"from it with train.resume_from_checkpoint=latest after changing the setting."
             )
         # Unusable images, counted over all processes: every process stops alike past the limit.
-        bad = acc.reduce(torch.tensor([float(len(self.problems))], device=acc.device), reduction="sum").item()
         if bad / max(len(self.dataset), 1) > self.cfg.data.max_bad_fraction:
             raise TooManyBadInputs(
                 f"{int(bad)} of {len(self.dataset)} training images are unusable (all processes together), more "
                 f"than data.max_bad_fraction={self.cfg.data.max_bad_fraction}. This process met:\n"
                 + self.problems.summary(len(self.dataset)) + "\nRun scripts/doctor.py on the data set.")
-        seconds = max(time.perf_counter() - start, 1e-9)
+        return Health(losses=losses, stop_requested=stops > 0)
+
+    def log(self, health: "Health", bar) -> None:
+        """Loss (mean over the steps since the last log, their accumulation steps and every process), learning
+        rate, gradient norm, images/s and peak memory, to the trackers and the progress bar."""
+        acc = self.accelerator
+        seconds = max(time.perf_counter() - self.window_start, 1e-9)
         if torch.cuda.is_available():
             memory = torch.cuda.max_memory_allocated() / 2**30
         else:
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB -> GB
-        logs = {"loss": loss, "lr": self.lr_scheduler.get_last_lr()[0],
+        logs = {"loss": sum(health.losses) / len(health.losses), "lr": self.lr_scheduler.get_last_lr()[0],
                 "grad_norm": float(self.grad_norm) if self.grad_norm is not None else float("nan"),
-                "images_per_s": images * acc.num_processes / seconds, "peak_memory_gb": memory}
+                "images_per_s": self.window_images * acc.num_processes / seconds, "peak_memory_gb": memory}
         acc.log(logs, step=self.global_step)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{logs['lr']:.2e}")
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+        self.window_losses, self.window_images, self.window_start = [], 0, time.perf_counter()
 
     def validate(self) -> Optional[Path]:
         cfg = self.cfg.validation

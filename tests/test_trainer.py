@@ -115,8 +115,11 @@ def test_a_kill_during_a_checkpoint_write_leaves_latest_loadable(train_args, mon
     assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
 
 
-def test_a_nan_loss_stops_at_once_naming_the_step_and_keeps_the_checkpoint(train_args, monkeypatch):
-    cfg = cfg_of(train_args, "train.checkpointing_steps=2", "train.max_train_steps=6")
+@pytest.mark.parametrize("log_every", [1, 4])
+def test_a_nan_loss_stops_at_once_naming_the_step_and_keeps_the_checkpoint(train_args, log_every):
+    """Found at the next health check (every train.log_every steps), named with its own step, before the next
+    checkpoint is written."""
+    cfg = cfg_of(train_args, "train.checkpointing_steps=2", "train.max_train_steps=6", f"train.log_every={log_every}")
     with Trainer(cfg) as trainer:
         real_forward = trainer.task.forward
         calls = []
