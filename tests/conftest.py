@@ -12,6 +12,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture
+def golden():
+    """``golden(name, values, atol, rtol=0)``: compare numbers with tests/golden/<name>.json (see
+    tests/test_golden.py); with LUMEN_UPDATE_GOLDEN=1 in the environment, write them there instead."""
+    import json
+
+    import numpy as np
+
+    def check(name: str, values, atol: float, rtol: float = 0.0) -> None:
+        path = GOLDEN / f"{name}.json"
+        if os.environ.get("LUMEN_UPDATE_GOLDEN") == "1":
+            GOLDEN.mkdir(exist_ok=True)
+            path.write_text(json.dumps(values) + "\n")
+            return
+        if not path.is_file():
+            pytest.fail(f"{path} is missing: make it with LUMEN_UPDATE_GOLDEN=1 bash scripts/test.sh -k "golden or evaluate_writes"")
+        np.testing.assert_allclose(np.asarray(values, dtype=float), np.asarray(json.loads(path.read_text()), dtype=float),
+                                   atol=atol, rtol=rtol, err_msg=f"{name} differs from {path}")
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -133,8 +133,8 @@ def test_every_run_is_closed_finished_stopped_or_failed(train_args, monkeypatch)
     assert names(out) == ["checkpoint-2"] and not (out / "controlnet").exists() and closed == [1]
     monkeypatch.undo()
     monkeypatch.setattr(trainer_module, "close_processes", lambda acc: closed.append(2) or real(acc))
-    with pytest.raises(Exception):  # a refusal while building still closes
-        train_main([*train_args, "train.resume_from_checkpoint=nowhere"])
+    with pytest.raises(CheckpointNotFoundError, match="resume_from_checkpoint=nowhere is not a complete checkpoint"):
+        train_main([*train_args, "train.resume_from_checkpoint=nowhere"])  # a refusal while building still closes
     assert closed == [1, 2]
     # The stopped run resumes: config of the resumed run recorded beside the first one's.
     assert train_main([*train_args, "train.resume_from_checkpoint=latest"]) == 0
