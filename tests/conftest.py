@@ -30,7 +30,8 @@ def golden():
             path.write_text(json.dumps(values) + "\n")
             return
         if not path.is_file():
-            pytest.fail(f"{path} is missing: make it with LUMEN_UPDATE_GOLDEN=1 bash scripts/test.sh -k "golden or evaluate_writes"")
+            pytest.fail(f"{path} is missing: make it with "
+                        f"LUMEN_UPDATE_GOLDEN=1 bash scripts/test.sh -k 'golden or evaluate_writes'")
         np.testing.assert_allclose(np.asarray(values, dtype=float), np.asarray(json.loads(path.read_text()), dtype=float),
                                    atol=atol, rtol=rtol, err_msg=f"{name} differs from {path}")
 
