@@ -12,12 +12,11 @@ from typing import Optional
 import torch
 
 from lumen.config import LumenConfig
+from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.paths import resolve_split_paths
 from lumen.features.sd import SDFeatureExtractor
-from lumen.layout import LayoutSettings
-from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
-from lumen.layout import LayoutEncoder
+from lumen.layout import LayoutEncoder, LayoutSettings
 from lumen.models import TORCH_DTYPES, SDComponents, dtype_name, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.sampling import build_controlnet_pipeline

@@ -21,14 +21,21 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
-from lumen.artifacts import (DamagedArtifactError, file_manifest, manifest_problems, read_json, setting_differences,
-                             shard_name)
+from lumen.artifacts import (
+    DamagedArtifactError,
+    file_manifest,
+    manifest_problems,
+    read_json,
+    setting_differences,
+    shard_name,
+)
 from lumen.errors import LumenError, writing
 
 SETTINGS_FILE = "cache.json"
@@ -119,7 +126,7 @@ class ShardRows:
     latent_std: list
 
     @classmethod
-    def empty(cls) -> "ShardRows":
+    def empty(cls) -> ShardRows:
         return cls([], [], [], [], [])
 
     def add(self, image_ids, captions, layouts, latent_means, latent_stds) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import difflib
 import enum
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
 from lumen.errors import LumenError
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) takes 0 .. 2**32 - 1
@@ -61,16 +63,19 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def ranged(default: Any = None, *, factory: Any = None, **bounds: Any) -> Any:
-    """A dataclass field with its valid range (checked by ``load_config`` for every entry point)."""
-    metadata = {"range": Range(**bounds)}
+def setting(default: Any = None, *, doc: str, factory: Any = None, **bounds: Any) -> Any:
+    """A config key: its default (or ``factory`` for a list), its one-line ``doc`` (what ``--help`` shows) and, for
+    a number, its valid range (``Range`` keyword arguments; ``load_config`` checks it for every entry point)."""
+    metadata: dict[str, Any] = {"doc": doc}
+    if bounds:
+        metadata["range"] = Range(**bounds)
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def seed_field(default: int = 0) -> Any:
-    return ranged(default, low=0, high=SEED_MAX)
+def seed_field(default: int = 0, *, doc: str) -> Any:
+    return setting(default, low=0, high=SEED_MAX, doc=doc)
 
 
 class DType(str, enum.Enum):
@@ -99,44 +104,50 @@ class LabelSource(str, enum.Enum):
 class ModelConfig:
     """Stable Diffusion weights: a local diffusers folder or a Hugging Face model id."""
 
-    pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    revision: Optional[str] = None
-    variant: Optional[str] = None  # e.g. "fp16" to read the half-precision files of a model id
-    dtype: DType = DType.float32  # dtype of the frozen parts (VAE, UNet, text encoder)
+    pretrained: str = setting("stable-diffusion-v1-5/stable-diffusion-v1-5",
+        doc="A diffusers folder or a Hugging Face model id.")
+    revision: Optional[str] = setting(None, doc="Git revision of a model id (pin a commit for exact reproducibility).")
+    variant: Optional[str] = setting(None,
+        doc="E.g. \"fp16\" to read the half-precision files of a model id.")
+    dtype: DType = setting(DType.float32, doc="Dtype of the frozen parts (VAE, UNet, text encoder).")
 
 
 @dataclass
 class DataConfig:
     """A COCO-Stuff / COCO captions data set on disk (see data/README.md for the layouts)."""
 
-    root: str = "data/coco-stuff"
-    layout: DataLayout = DataLayout.auto
-    train_split: str = "train"
-    val_split: str = "val"
-    # Explicit paths override the layout; "{root}" and "{split}" are filled in.
-    images_dir: Optional[str] = None
-    captions_file: str = "{root}/annotations/captions_{split}2017.json"
-    stuff_file: str = "{root}/annotations/stuff_{split}2017.json"
-    label_maps_dir: Optional[str] = None
-    labels: LabelSource = LabelSource.none
-    # Shorter side resized to this, then centre-cropped to a square. A multiple of 8 (the VAE's factor) and
-    # at least 64 (the UNet halves the latent three times).
-    resolution: int = ranged(512, low=64, multiple_of=8)
-    # A split with more unusable images (missing, unreadable, truncated) than this fraction is refused.
-    max_bad_fraction: float = ranged(0.01, low=0, high=1)
-    num_workers: int = ranged(2, low=0)
-    limit: Optional[int] = ranged(None, low=1)  # use only the first N images of each split (by image id)
+    root: str = setting("data/coco-stuff", doc="The folder holding {split}2017/ and annotations/ (data/README.md).")
+    layout: DataLayout = setting(DataLayout.auto,
+        doc="Where images and label maps lie below data.root (auto: official, else cocostuff).")
+    train_split: str = setting("train", doc="The split that trains (PCA fit, cache, ControlNet).")
+    val_split: str = setting("val", doc="The split that validates and is sampled from.")
+    images_dir: Optional[str] = setting(None,
+        doc="Explicit image folder ({root} and {split} filled in); overrides data.layout.")
+    captions_file: str = setting("{root}/annotations/captions_{split}2017.json",
+        doc="COCO captions file ({root} and {split} filled in).")
+    stuff_file: str = setting("{root}/annotations/stuff_{split}2017.json",
+        doc="COCO-Stuff stuff annotations ({root} and {split} filled in), for data.labels=stuff_json.")
+    label_maps_dir: Optional[str] = setting(None, doc="Explicit stuffthingmaps folder (None: the layout's).")
+    labels: LabelSource = setting(LabelSource.none,
+        doc="Label maps read with the images: none, stuffthingmaps (PNG) or stuff_json (RLE).")
+    resolution: int = setting(512, low=64, multiple_of=8,
+        doc="Shorter side resized to this, then centre-cropped to a square. A multiple of 8 (the VAE's factor) "
+            "and at least 64 (the UNet halves the latent three times).")
+    max_bad_fraction: float = setting(0.01, low=0, high=1,
+        doc="A split with more unusable images (missing, unreadable, truncated) than this fraction is refused.")
+    num_workers: int = setting(2, low=0, doc="DataLoader worker processes that decode images.")
+    limit: Optional[int] = setting(None, low=1, doc="Use only the first N images of each split (by image id).")
 
 
 @dataclass
 class SyntheticDataConfig:
     """The embedded default's data set, written in the official layout by ``lumen.data.synthetic``."""
 
-    num_train: int = ranged(48, low=1)
-    num_val: int = ranged(8, low=1)
-    width: int = ranged(160, low=32)
-    height: int = ranged(128, low=32)
-    seed: int = seed_field()
+    num_train: int = setting(48, low=1, doc="Synthetic training images.")
+    num_val: int = setting(8, low=1, doc="Synthetic validation images.")
+    width: int = setting(160, low=32, doc="Their width in pixels.")
+    height: int = setting(128, low=32, doc="Their height in pixels.")
+    seed: int = seed_field(doc="Seed of the synthetic scenes.")
 
 
 class Backbone(str, enum.Enum):
@@ -152,39 +163,45 @@ class PCASolver(str, enum.Enum):
 class LayoutConfig:
     """How features are extracted and turned into a neural layout (method.md sections 2 and 4)."""
 
-    backbone: Backbone = Backbone.sd
-    # Decoder layers, SD-DINO's numbering (SD 1.x has 1..12; the model's own count is checked when it loads).
-    layers: list[int] = ranged(factory=lambda: [2, 5, 8], low=1, min_items=1)
-    timestep: int = ranged(100, low=0, high=999)  # noise level the image is seen at (SD's 1000 train steps)
-    noise_seed: int = seed_field(42)  # seed of the one fixed noise tensor added to every latent
-    prompt: str = ""  # text condition of the UNet during extraction (its embedding is computed once)
-    batch_size: int = ranged(4, low=1)
-    pca_dir: str = "${output_dir}/pca"  # the PCA layouts are projected on
-    # The dtype features are computed in; part of what a layout means (bf16 moves features by ~1 %).
-    # None: when fitting the PCA, model.dtype on a GPU and float32 on the CPU; afterwards, the PCA's.
-    dtype: Optional[DType] = None
+    backbone: Backbone = setting(Backbone.sd, doc="The foundation model whose features make the layout.")
+    layers: list[int] = setting(factory=lambda: [2, 5, 8], low=1, min_items=1,
+        doc="Decoder layers, SD-DINO's numbering (SD 1.x has 1..12; the model's own count is checked when it "
+            "loads).")
+    timestep: int = setting(100, low=0, high=999, doc="Noise level the image is seen at (SD's 1000 train steps).")
+    noise_seed: int = seed_field(42, doc="Seed of the one fixed noise tensor added to every latent.")
+    prompt: str = setting("", doc="Text condition of the UNet during extraction (its embedding is computed once).")
+    batch_size: int = setting(4, low=1, doc="Images per extraction batch (per process).")
+    pca_dir: str = setting("${output_dir}/pca", doc="Folder of the PCA that layouts are projected on.")
+    dtype: Optional[DType] = setting(None,
+        doc="The dtype features are computed in; part of what a layout means (bf16 moves features by ~1 %). "
+            "None: when fitting the PCA, model.dtype on a GPU and float32 on the CPU; afterwards, the PCA's.")
 
 
 @dataclass
 class PCAConfig:
-    num_samples: int = ranged(40_000, low=1)  # feature vectors (pixels) drawn uniformly over (image, pixel) positions
-    num_images: Optional[int] = ranged(None, low=1)  # images they are drawn from (None: ~32 pixels per image)
-    n_components: int = ranged(20, low=1)  # at most the feature width and pca.num_samples (checked before extraction)
-    seed: int = seed_field()
-    solver: PCASolver = PCASolver.sklearn
-    save_samples: bool = False  # also write pca/samples.safetensors, so anyone can check the fit
-    # A PCA already in layout.pca_dir fitted with other settings is kept unless this is true (caches and
-    # ControlNets made with it would no longer match); one fitted with the same settings is reused.
-    overwrite: bool = False
+    """The layout PCA (scripts/fit_pca.py)."""
+
+    num_samples: int = setting(40_000, low=1,
+        doc="Feature vectors (pixels) drawn uniformly over (image, pixel) positions.")
+    num_images: Optional[int] = setting(None, low=1, doc="Images they are drawn from (None: ~32 pixels per image).")
+    n_components: int = setting(20, low=1,
+        doc="At most the feature width and pca.num_samples (checked before extraction).")
+    seed: int = seed_field(doc="Seed of the sample plan (which images and pixels).")
+    solver: PCASolver = setting(PCASolver.sklearn,
+        doc="scikit-learn (CPU) or torch (the same maths on the extraction device).")
+    save_samples: bool = setting(False, doc="Also write pca/samples.safetensors, so anyone can check the fit.")
+    overwrite: bool = setting(False,
+        doc="A PCA already in layout.pca_dir fitted with other settings is kept unless this is true (caches and "
+            "ControlNets made with it would no longer match); one fitted with the same settings is reused.")
 
 
 @dataclass
 class EncodeConfig:
     """The cache of layouts and VAE latents (scripts/encode_layouts.py)."""
 
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    shard_size: int = ranged(1000, low=1)  # images per shard: the unit of resumption and of work per process
-    visualize: int = ranged(0, low=0)  # write pictures of the first K layouts of each split
+    splits: list[str] = setting(factory=lambda: ["train", "val"], doc="The splits to cache.")
+    shard_size: int = setting(1000, low=1, doc="Images per shard: the unit of resumption and of work per process.")
+    visualize: int = setting(0, low=0, doc="Write pictures of the first K layouts of each split.")
 
 
 class MixedPrecision(str, enum.Enum):
@@ -217,58 +234,68 @@ class Tracker(str, enum.Enum):
 class TrainConfig:
     """The ControlNet trainer (train/train_controlnet.py)."""
 
-    controlnet: Optional[str] = None  # a pretrained ControlNet folder to continue from (None: from the UNet)
-    use_cache: bool = True  # read layouts + latents from output_dir/cache (False: compute them every step)
-    batch_size: int = ranged(4, low=1)  # per process
-    gradient_accumulation_steps: int = ranged(1, low=1)
-    max_train_steps: Optional[int] = ranged(None, low=1)  # optimizer steps; None: num_train_epochs over the data
-    num_train_epochs: int = ranged(1, low=1)
-    learning_rate: float = ranged(1e-5, low=0, low_open=True)
-    lr_scheduler: LRScheduler = LRScheduler.constant
-    lr_warmup_steps: int = ranged(0, low=0)  # optimizer steps
-    adam_beta1: float = ranged(0.9, low=0, high=1, high_open=True)
-    adam_beta2: float = ranged(0.999, low=0, high=1, high_open=True)
-    adam_weight_decay: float = ranged(1e-2, low=0)
-    adam_epsilon: float = ranged(1e-8, low=0, low_open=True)
-    max_grad_norm: float = ranged(1.0, low=0, low_open=True)
-    use_8bit_adam: bool = False  # needs bitsandbytes
-    mixed_precision: MixedPrecision = MixedPrecision.no
-    upcast_vae: bool = True  # keep the VAE in float32 in fp16 runs (SD's VAE overflows in fp16)
-    gradient_checkpointing: bool = False
-    attention: Attention = Attention.sdpa
-    allow_tf32: bool = False
-    channels_last: bool = False
-    # Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used 0.5).
-    empty_prompt_probability: float = ranged(0.5, low=0, high=1)
-    # Loss, unusable images and stop requests are gathered from every process (one collective, a host-device
-    # sync) and logged every this many optimizer steps; a NaN is still named with its own step.
-    log_every: int = ranged(10, low=1)
-    checkpointing_steps: int = ranged(500, low=1)
-    checkpoints_total_limit: Optional[int] = ranged(3, low=1)  # None: keep every checkpoint
-    resume_from_checkpoint: Optional[str] = None  # "latest" or a checkpoint-<step> folder
-    # A run that finds another run's checkpoints or controlnet/ in output_dir (and is not resuming) stops;
-    # true removes them first.
-    overwrite_output_dir: bool = False
-    checkpoint_on_interrupt: bool = True  # Ctrl-C / SIGTERM: save a checkpoint, then stop (exit code 3)
-    report_to: Tracker = Tracker.tensorboard
-    ema: bool = False
-    ema_decay: float = ranged(0.9999, low=0, high=1)
-    record_batches: bool = False  # write logs/rank-<i>.json: image ids each process trained on (debugging)
-    # With this probability a sample keeps only its first k whitened components (k uniform in 1..N), so one
-    # ControlNet serves every k at sampling time: fewer components, more diversity.
-    component_dropout: float = ranged(0.0, low=0, high=1)
+    controlnet: Optional[str] = setting(None,
+        doc="A pretrained ControlNet folder to continue from (None: from the UNet).")
+    use_cache: bool = setting(True,
+        doc="Read layouts + latents from output_dir/cache (False: compute them every step).")
+    batch_size: int = setting(4, low=1, doc="Images per process and micro-batch.")
+    gradient_accumulation_steps: int = setting(1, low=1, doc="Micro-batches per optimizer step.")
+    max_train_steps: Optional[int] = setting(None, low=1, doc="Optimizer steps; None: num_train_epochs over the data.")
+    num_train_epochs: int = setting(1, low=1, doc="Passes over the data when train.max_train_steps is None.")
+    learning_rate: float = setting(1e-5, low=0, low_open=True, doc="AdamW learning rate (after warmup).")
+    lr_scheduler: LRScheduler = setting(LRScheduler.constant, doc="Learning-rate schedule (diffusers' get_scheduler).")
+    lr_warmup_steps: int = setting(0, low=0, doc="Warmup of the learning rate, in optimizer steps.")
+    adam_beta1: float = setting(0.9, low=0, high=1, high_open=True, doc="AdamW beta1.")
+    adam_beta2: float = setting(0.999, low=0, high=1, high_open=True, doc="AdamW beta2.")
+    adam_weight_decay: float = setting(1e-2, low=0, doc="AdamW weight decay.")
+    adam_epsilon: float = setting(1e-8, low=0, low_open=True, doc="AdamW epsilon.")
+    max_grad_norm: float = setting(1.0, low=0, low_open=True, doc="Gradients are clipped to this total norm.")
+    use_8bit_adam: bool = setting(False, doc="bitsandbytes' 8-bit AdamW (needs bitsandbytes).")
+    mixed_precision: MixedPrecision = setting(MixedPrecision.no,
+        doc="No, fp16 (a GPU) or bf16: the frozen parts compute in it, master weights stay float32.")
+    upcast_vae: bool = setting(True, doc="Keep the VAE in float32 in fp16 runs (SD's VAE overflows in fp16).")
+    gradient_checkpointing: bool = setting(False,
+        doc="Recompute the ControlNet's activations in the backward pass (less memory).")
+    attention: Attention = setting(Attention.sdpa, doc="Attention kernels: sdpa (torch) or xformers.")
+    allow_tf32: bool = setting(False, doc="TF32 matmuls on Ampere and newer GPUs.")
+    channels_last: bool = setting(False, doc="Channels-last memory format for the UNet and the ControlNet.")
+    empty_prompt_probability: float = setting(0.5, low=0, high=1,
+        doc="Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used "
+            "0.5).")
+    log_every: int = setting(10, low=1,
+        doc="Loss, unusable images and stop requests are gathered from every process (one collective, a "
+            "host-device sync) and logged every this many optimizer steps; a NaN is still named with its own "
+            "step.")
+    checkpointing_steps: int = setting(500, low=1, doc="A checkpoint every this many optimizer steps.")
+    checkpoints_total_limit: Optional[int] = setting(3, low=1, doc="The newest checkpoints kept (None: every one).")
+    resume_from_checkpoint: Optional[str] = setting(None,
+        doc="\"latest\" or a checkpoint-<step> folder.")
+    overwrite_output_dir: bool = setting(False,
+        doc="A run that finds another run's checkpoints or controlnet/ in output_dir (and is not resuming) "
+            "stops; true removes them first.")
+    checkpoint_on_interrupt: bool = setting(True, doc="Ctrl-C / SIGTERM: save a checkpoint, then stop (exit code 3).")
+    report_to: Tracker = setting(Tracker.tensorboard, doc="Tracker: tensorboard, wandb or none.")
+    ema: bool = setting(False, doc="Also keep an exponential moving average of the ControlNet (controlnet_ema/).")
+    ema_decay: float = setting(0.9999, low=0, high=1, doc="Its decay per optimizer step.")
+    record_batches: bool = setting(False,
+        doc="Write logs/rank-<i>.json: image ids each process trained on (debugging).")
+    component_dropout: float = setting(0.0, low=0, high=1,
+        doc="With this probability a sample keeps only its first k whitened components (k uniform in 1..N), so "
+            "one ControlNet serves every k at sampling time: fewer components, more diversity.")
 
 
 @dataclass
 class ValidationConfig:
-    steps: int = ranged(500, low=0)  # sample the validation images every this many optimizer steps (0: never)
-    num_images: int = ranged(4, low=0)  # the first images of the val split
-    prompt_edits: list[str] = field(default_factory=list)  # extra prompts applied to every validation layout
-    num_inference_steps: int = ranged(20, low=1, high=1000)
-    guidance_scale: float = ranged(7.5, low=0)
-    conditioning_scale: float = ranged(1.0, low=0)
-    seed: int = seed_field()
-    metrics: bool = False  # also compute and log layout fidelity of the validation samples
+    """Samples of the validation images during training."""
+
+    steps: int = setting(500, low=0, doc="Sample the validation images every this many optimizer steps (0: never).")
+    num_images: int = setting(4, low=0, doc="The first images of the val split.")
+    prompt_edits: list[str] = setting(factory=list, doc="Extra prompts applied to every validation layout.")
+    num_inference_steps: int = setting(20, low=1, high=1000, doc="Sampler steps per validation image.")
+    guidance_scale: float = setting(7.5, low=0, doc="Classifier-free guidance scale.")
+    conditioning_scale: float = setting(1.0, low=0, doc="ControlNet conditioning scale.")
+    seed: int = seed_field(doc="Seed of the validation samples (image i: seed + i).")
+    metrics: bool = setting(False, doc="Also compute and log layout fidelity of the validation samples.")
 
 
 class SamplerName(str, enum.Enum):
@@ -281,69 +308,74 @@ class SamplerName(str, enum.Enum):
 class SampleConfig:
     """scripts/sample.py: sources x prompts -> images, grids and the metadata to regenerate each."""
 
-    controlnet: str = "${output_dir}/controlnet"  # a trained controlnet/ or a checkpoint-<step>/ folder
-    images: list[str] = field(default_factory=list)  # image files as sources...
-    image_ids: list[int] = ranged(factory=list, low=0)  # ...or ids of data.val_split (or `split`)
-    split: Optional[str] = None  # the split image_ids / from_cache refer to (None: data.val_split)
-    from_cache: bool = False  # take the layouts of image_ids (or the first num_sources) from the cache
-    num_sources: int = ranged(4, low=1)  # with no images / image_ids given: the first images of the split
-    prompts: list[str] = field(default_factory=list)  # edits; the source's own caption is always column one
-    num_images_per_prompt: int = ranged(1, low=1)
-    seed: int = seed_field()
-    num_inference_steps: int = ranged(20, low=1, high=1000)
-    guidance_scale: float = ranged(7.5, low=0)
-    conditioning_scale: float = ranged(1.0, low=0)
-    scheduler: SamplerName = SamplerName.unipc
-    resolution: Optional[int] = ranged(None, low=64, multiple_of=8)  # None: data.resolution
-    batch_size: int = ranged(8, low=1)
-    # None: the dtype the ControlNet's layouts were made in (lumen.json), so layouts are computed exactly as in
-    # training; another dtype is refused, since it would compute the layouts differently.
-    dtype: Optional[DType] = None
-    device: Optional[str] = None  # None: cuda when available
-    n_components: Optional[int] = ranged(None, low=1)  # keep the first k whitened components (None: all)
-    sweep_components: list[int] = ranged(factory=list, low=1)  # one grid over these k instead of prompts
-    out_dir: str = "${output_dir}/samples"
-    replay: Optional[str] = None  # a samples JSON: regenerate its images (or only `replay_image`) exactly
-    replay_image: Optional[str] = None
+    controlnet: str = setting("${output_dir}/controlnet", doc="A trained controlnet/ or a checkpoint-<step>/ folder.")
+    images: list[str] = setting(factory=list, doc="Image files as sources...")
+    image_ids: list[int] = setting(factory=list, low=0, doc="...or ids of data.val_split (or `split`).")
+    split: Optional[str] = setting(None, doc="The split image_ids / from_cache refer to (None: data.val_split).")
+    from_cache: bool = setting(False, doc="Take the layouts of image_ids (or the first num_sources) from the cache.")
+    num_sources: int = setting(4, low=1, doc="With no images / image_ids given: the first images of the split.")
+    prompts: list[str] = setting(factory=list, doc="Edits; the source's own caption is always column one.")
+    num_images_per_prompt: int = setting(1, low=1, doc="Images per (source, prompt).")
+    seed: int = seed_field(doc="Seed of the first image (image j: seed + j).")
+    num_inference_steps: int = setting(20, low=1, high=1000, doc="Sampler steps.")
+    guidance_scale: float = setting(7.5, low=0, doc="Classifier-free guidance scale.")
+    conditioning_scale: float = setting(1.0, low=0, doc="ControlNet conditioning scale.")
+    scheduler: SamplerName = setting(SamplerName.unipc, doc="Sampler: unipc, ddim or euler.")
+    resolution: Optional[int] = setting(None, low=64, multiple_of=8, doc="None: data.resolution.")
+    batch_size: int = setting(8, low=1, doc="Images per pipeline call (the images do not depend on it).")
+    dtype: Optional[DType] = setting(None,
+        doc="None: the dtype the ControlNet's layouts were made in (lumen.json), so layouts are computed "
+            "exactly as in training; another dtype is refused, since it would compute the layouts differently.")
+    device: Optional[str] = setting(None, doc="None: cuda when available.")
+    n_components: Optional[int] = setting(None, low=1, doc="Keep the first k whitened components (None: all).")
+    sweep_components: list[int] = setting(factory=list, low=1, doc="One grid over these k instead of prompts.")
+    out_dir: str = setting("${output_dir}/samples", doc="Where images, grids and samples.json go.")
+    replay: Optional[str] = setting(None, doc="A samples JSON: regenerate its images (or only `replay_image`) exactly.")
+    replay_image: Optional[str] = setting(None,
+        doc="With sample.replay: only this image (its file name in samples.json).")
 
 
 @dataclass
 class SynthesizeConfig:
     """scripts/synthesize.py: a new data set generated from the layouts of a split."""
 
-    split: str = "train"
-    images_per_source: int = ranged(1, low=1, high=99)  # K generated images per source (ids: source id x 100 + k)
-    prompts: list[str] = field(default_factory=list)  # prompts to cycle through (empty: the source's caption)
-    limit: Optional[int] = ranged(None, low=1)  # only the first N source images
-    shard_size: int = ranged(64, low=1)
-    out_root: str = "${output_dir}/synthetic"
-    out_split: Optional[str] = None  # name of the written split (None: the source split's)
+    split: str = setting("train", doc="The split whose layouts are used.")
+    images_per_source: int = setting(1, low=1, high=99, doc="K generated images per source (ids: source id x 100 + k).")
+    prompts: list[str] = setting(factory=list, doc="Prompts to cycle through (empty: the source's caption).")
+    limit: Optional[int] = setting(None, low=1, doc="Only the first N source images.")
+    shard_size: int = setting(64, low=1,
+        doc="Source images per shard (the unit of resumption and of work per process).")
+    out_root: str = setting("${output_dir}/synthetic", doc="Root of the generated data set (official COCO layout).")
+    out_split: Optional[str] = setting(None, doc="Name of the written split (None: the source split's).")
 
 
 @dataclass
 class EvaluateConfig:
     """scripts/evaluate.py: layout fidelity, diversity, and optionally mIoU of generated images."""
 
-    samples: str = "${output_dir}/samples/samples.json"  # a samples JSON written by scripts/sample.py
-    kmeans_clusters: int = ranged(6, low=2)  # clusters of the layouts' k-means segmentations compared by ARI
-    segmenter: Optional[str] = None  # a transformers AutoModelForSemanticSegmentation folder, for mIoU
-    segmenter_label_offset: int = ranged(0, low=-255, high=255)  # added to the segmenter's class ids
-    out: str = "${output_dir}/evaluation"
+    samples: str = setting("${output_dir}/samples/samples.json", doc="A samples JSON written by scripts/sample.py.")
+    kmeans_clusters: int = setting(6, low=2, doc="Clusters of the layouts' k-means segmentations compared by ARI.")
+    segmenter: Optional[str] = setting(None, doc="A transformers AutoModelForSemanticSegmentation folder, for mIoU.")
+    segmenter_label_offset: int = setting(0, low=-255, high=255, doc="Added to the segmenter's class ids.")
+    out: str = setting("${output_dir}/evaluation", doc="Where metrics.json and metrics.md go.")
 
 
 @dataclass
 class TinyModelConfig:
     """The tiny random-weight Stable Diffusion that the demo and tests build (lumen.tiny_sd)."""
 
-    seed: int = seed_field()
-    vae_train_steps: int = ranged(0, low=0)  # fit the VAE to synthetic scenes first, so samples can be measured
-    unet_train_steps: int = ranged(0, low=0)  # then train the UNet to generate such scenes (a base a ControlNet steers)
+    seed: int = seed_field(doc="Seed of the tiny model's weights.")
+    vae_train_steps: int = setting(0, low=0, doc="Fit the VAE to synthetic scenes first, so samples can be measured.")
+    unet_train_steps: int = setting(0, low=0,
+        doc="Then train the UNet to generate such scenes (a base a ControlNet steers).")
 
 
 @dataclass
 class LumenConfig:
-    output_dir: str = "outputs/run"
-    seed: int = seed_field()
+    """Every setting of every stage."""
+
+    output_dir: str = setting("outputs/run", doc="The run's folder: PCA, cache, checkpoints, ControlNet, samples.")
+    seed: int = seed_field(doc="Seed of the data order, caption draws and training noise.")
     model: ModelConfig = field(default_factory=ModelConfig)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -373,7 +405,7 @@ def _valid_keys(parent: str) -> list[str]:
 def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
     key = str(key)
-    if isinstance(err, ConfigKeyError) or "Key '" in str(err) and "not in" in str(err):
+    if isinstance(err, ConfigKeyError) or ("Key '" in str(err) and "not in" in str(err)):
         parent, _, leaf = key.rpartition(".")
         candidates = _valid_keys(parent)
         full = [f"{parent}.{c}" if parent else c for c in candidates]
@@ -427,7 +459,8 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         sources.update(dict.fromkeys(_leaf_keys(OmegaConf.to_container(loaded, resolve=False)), str(path)))
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.empty_prompt_probability=0.1)")
+            raise ConfigError(f"override '{item}' is not of the form key=value "
+                              f"(e.g. train.empty_prompt_probability=0.1)")
         try:
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as err:
@@ -516,12 +549,43 @@ def split_argv(items: Sequence[str]) -> tuple[list[str], list[str]]:
     return files, overrides
 
 
+def describe_keys(cls: Any = LumenConfig, prefix: str = "") -> list[str]:
+    """``--help``'s list of config keys: per section, each key with its default, its range and its doc."""
+    import textwrap
+
+    lines, sections = [], []
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            sections.append((key, type(default)))
+            continue
+        shown = default.value if isinstance(default, enum.Enum) else default
+        bounds = f.metadata.get("range")
+        valid = ""
+        if bounds is not None:
+            integer = isinstance(shown, int) or (isinstance(shown, list) and all(isinstance(v, int) for v in shown))
+            valid = f" ({bounds.describe(integer)})"
+        elif isinstance(default, enum.Enum):
+            valid = f" ({' | '.join(member.value for member in type(default))})"
+        lines.append(f"  {key} = {'null' if shown is None else shown}{valid}")
+        lines += textwrap.wrap(f.metadata.get("doc", ""), width=110, initial_indent="      ",
+                               subsequent_indent="      ")
+    for key, section in sections:
+        lines += ["", f"{key}: {(section.__doc__ or '').strip().splitlines()[0]}"]
+        lines += describe_keys(section, key + ".")
+    return lines
+
+
 def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) -> LumenConfig:
     """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every entry point takes it."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (in CONFIG.yaml files, or key=value on the command line; defaults shown):\n"
+               + "\n".join(describe_keys()))
     parser.add_argument("items", nargs="+", metavar="CONFIG.yaml | key=value",
                         help="config files merged in order, then key=value overrides")
     args = parser.parse_args(argv)

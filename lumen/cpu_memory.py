@@ -32,7 +32,7 @@ def keep_freed_cpu_memory(top_pad: int = 512 << 20) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # glibc only: musl's mallopt ignores these parameters
+        _ = libc.gnu_get_libc_version  # glibc only: musl's mallopt ignores these parameters
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 import shutil
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3
@@ -98,7 +99,8 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], prog: str,
     except OSError as err:
         # A full disk or a forbidden folder met outside a `writing` block: the file is all we know.
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            message = f"the disk is full ({free_space(err.filename or '.')} free at {err.filename or '.'}); free some space and run the command again"
+            where = err.filename or "."
+            message = f"the disk is full ({free_space(where)} free at {where}); free some space and run it again"
         elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             message = (f"{err.strerror}: {err.filename}; choose a folder this user can write to (e.g. "
                        f"output_dir=...) or fix its permissions")

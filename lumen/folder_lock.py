@@ -41,7 +41,7 @@ class FolderLock:
         self.path = self.folder / name
         self._handle = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         """Take the lock or raise ``FolderInUseError`` naming the holder."""
         if fcntl is None:
             return self
@@ -72,7 +72,7 @@ class FolderLock:
             self._handle.close()
             self._handle = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -8,9 +8,10 @@ size, since ControlNet's condition encoder downsamples by 8 itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class LayoutSettings:
         return dict(asdict(self), layers=list(self.layers))
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "the artifact") -> "LayoutSettings":
+    def from_json(cls, data: dict[str, Any], where: str = "the artifact") -> LayoutSettings:
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing:

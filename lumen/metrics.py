@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import numpy as np
 import torch

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
 from lumen.errors import LumenError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,14 +48,14 @@ def load_part(what: str, location: str | Path, load):
 class SDComponents:
     """The frozen Stable Diffusion parts, loaded once and shared by every stage."""
 
-    vae: "AutoencoderKL"  # noqa: F821
-    unet: "UNet2DConditionModel"  # noqa: F821
-    text_encoder: "CLIPTextModel"  # noqa: F821
-    tokenizer: "CLIPTokenizer"  # noqa: F821
-    noise_scheduler: "DDPMScheduler"  # noqa: F821
+    vae: AutoencoderKL  # noqa: F821
+    unet: UNet2DConditionModel  # noqa: F821
+    text_encoder: CLIPTextModel  # noqa: F821
+    tokenizer: CLIPTokenizer  # noqa: F821
+    noise_scheduler: DDPMScheduler  # noqa: F821
     source: str  # the folder or model id they were read from
 
-    def to(self, device: torch.device | str) -> "SDComponents":
+    def to(self, device: torch.device | str) -> SDComponents:
         for module in (self.vae, self.unet, self.text_encoder):
             module.to(device)
         return self

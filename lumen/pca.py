@@ -1,6 +1,7 @@
 """PCA of feature vectors: fit (scikit-learn, or the same computation in torch), save, load, plot.
 
-A fitted PCA is a folder (written whole under a temporary name, then moved into place): ``pca.safetensors`` (``mean`` (C,), ``components`` (N, C) with orthonormal rows,
+A fitted PCA is a folder (written whole under a temporary name, then moved into place): ``pca.safetensors``
+(``mean`` (C,), ``components`` (N, C) with orthonormal rows,
 ``explained_variance`` (N,), ``explained_variance_ratio`` (N,)) and ``pca.json`` (the extraction settings it
 was fitted under, sample counts, the ratios, a fingerprint of the tensors and the size and SHA-256 of
 ``pca.safetensors``). Each component's sign is
@@ -20,8 +21,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lumen.artifacts import (DamagedArtifactError, file_manifest, manifest_problems, move_into_place, read_json,
-                             setting_differences)
+from lumen.artifacts import (
+    DamagedArtifactError,
+    file_manifest,
+    manifest_problems,
+    move_into_place,
+    read_json,
+    setting_differences,
+)
 from lumen.errors import LumenError, writing
 from lumen.plotting import pyplot, save_figure
 

@@ -11,6 +11,7 @@ same path real weights take. The same seed gives the same weights.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 from pathlib import Path
 
@@ -39,12 +40,12 @@ def _learn_bpe_merges(words: list[str], num_merges: int) -> list[tuple[str, str]
 
     Deterministic: ties between equally frequent pairs are broken by the pair itself.
     """
-    vocab = collections.Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in words)
+    vocab = collections.Counter((*w[:-1], w[-1] + "</w>") for w in words)
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
         pairs: collections.Counter = collections.Counter()
         for symbols, count in vocab.items():
-            for pair in zip(symbols, symbols[1:]):
+            for pair in itertools.pairwise(symbols):
                 pairs[pair] += count
         if not pairs:
             break

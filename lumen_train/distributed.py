@@ -6,10 +6,11 @@ import gc
 from typing import Optional
 
 import torch
+
 # Imported before any process group exists: its functions take the WORLD group as a default argument, so an
 # import after init_process_group (DDP does one) keeps the group, and its gloo threads, alive past
 # destroy_process_group. Those threads then die with the interpreter and can abort a finished run.
-import torch.distributed.nn.functional  # noqa: F401
+import torch.distributed.nn.functional
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 

@@ -16,8 +16,16 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from lumen.artifacts import read_json, shard_name, shard_ranges, shards_of_process
-from lumen.cache import (INDEX_FILE, STOP_PREFIX, encode_shard, finish_split, remove_partial_shards, shard_problems,
-                         skipped_so_far, write_shard)
+from lumen.cache import (
+    INDEX_FILE,
+    STOP_PREFIX,
+    encode_shard,
+    finish_split,
+    remove_partial_shards,
+    shard_problems,
+    skipped_so_far,
+    write_shard,
+)
 from lumen.data.problems import ProblemLog
 
 

@@ -3,7 +3,7 @@ the main process writes the annotation files once every shard is done (``lumen.s
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from accelerate import Accelerator
 from tqdm import tqdm

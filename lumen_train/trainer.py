@@ -26,8 +26,8 @@ from tqdm import tqdm
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
 from lumen.cache import INDEX_FILE, load_cache
 from lumen.config import LumenConfig, save_config, to_yaml
-from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
+from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
@@ -36,8 +36,14 @@ from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
 from lumen.models import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
 from lumen.pca import load_pca
 from lumen.training import ControlNetTask, build_optimizer
-from lumen_train.checkpointing import (checkpoint_folders, checkpoint_step, complete_checkpoints, load_checkpoint,
-                                 resolve_checkpoint, save_checkpoint)
+from lumen_train.checkpointing import (
+    checkpoint_folders,
+    checkpoint_step,
+    complete_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
 from lumen_train.validation import build_validation_set, run_validation, validation_fidelity
 
@@ -257,7 +263,8 @@ class Trainer:
                                     t.adam_weight_decay, t.adam_epsilon, use_8bit=t.use_8bit_adam)
         batches_per_process = math.ceil(len(loader) / acc.num_processes)
         self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
-        self.max_steps = t.max_train_steps if t.max_train_steps is not None else t.num_train_epochs * self.steps_per_epoch
+        self.max_steps = t.max_train_steps if t.max_train_steps is not None else (
+            t.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
         from diffusers.optimization import get_scheduler
 
@@ -464,7 +471,7 @@ class Trainer:
         """Whether this process was asked to stop (Ctrl-C / SIGTERM); ``check_health`` combines all processes'."""
         return self.stop.requested
 
-    def check_health(self) -> "Health":
+    def check_health(self) -> Health:
         """One collective for the steps since the last check: their losses, the unusable images and the stop
         requests of every process. Raises on a NaN or infinite loss (naming its step) and on too many unusable
         images, on every process alike."""
@@ -491,7 +498,7 @@ class Trainer:
                 + self.problems.summary(len(self.dataset)) + "\nRun scripts/doctor.py on the data set.")
         return Health(losses=losses, stop_requested=stops > 0)
 
-    def log(self, health: "Health", bar) -> None:
+    def log(self, health: Health, bar) -> None:
         """Loss (mean over the steps since the last log, their accumulation steps and every process), learning
         rate, gradient norm, images/s and peak memory, to the trackers and the progress bar."""
         acc = self.accelerator
@@ -564,7 +571,7 @@ class Trainer:
                 self.lock.release()
                 self.lock = None
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -63,7 +63,7 @@ def bench_extraction(args, work: Path) -> None:
     for batch in (1, 4):
         pixels = torch.rand(batch, 3, args.resolution, args.resolution, device=args.device) * 2 - 1
         early(pixels)  # warm-up
-        seconds = [timed(lambda: early(pixels), sync) for _ in range(args.repeats)]
+        seconds = [timed(lambda pixels=pixels: early(pixels), sync) for _ in range(args.repeats)]
         rates[batch] = batch / statistics.median(seconds)
     print(f"\n[2] extraction (VAE encode + UNet to layer 8) at {args.resolution} px, median of {args.repeats}:")
     print(f"    batch 1: {rates[1]:.3f} images/s | batch 4: {rates[4]:.3f} images/s | "
@@ -83,7 +83,7 @@ def bench_pca(args) -> None:
     seconds = {"sklearn": [], "torch": []}
     for _ in range(args.repeats):
         for solver in seconds:
-            seconds[solver].append(timed(lambda: fit_pca(x, 20, solver=solver), lambda: None))
+            seconds[solver].append(timed(lambda solver=solver: fit_pca(x, 20, solver=solver)))
     a, b = fit_pca(x, 20, "sklearn"), fit_pca(x, 20, "torch")
     cos = (a.components * b.components).sum(dim=1).abs().min().item()
     print(f"\n[3] PCA of 40,000 x 3,200 float32 to 20 components, median of {args.repeats}:")

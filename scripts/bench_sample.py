@@ -39,7 +39,7 @@ def bench_tiny(args, work: Path) -> None:
     run_jobs(pipe, layouts, jobs[:2], 2)  # warm-up
     for _ in range(args.repeats):
         for batch in (1, 8):
-            times[batch].append(timed(lambda: results.__setitem__(batch, run_jobs(pipe, layouts, jobs, batch))))
+            times[batch].append(timed(lambda b=batch: results.__setitem__(b, run_jobs(pipe, layouts, jobs, b))))
     per_image = {b: statistics.median(t) / len(jobs) for b, t in times.items()}
     diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(results[1], results[8])]
     same = sum(int(d.max() == 0) for d in diffs)

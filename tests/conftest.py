@@ -32,8 +32,9 @@ def golden():
         if not path.is_file():
             pytest.fail(f"{path} is missing: make it with "
                         f"LUMEN_UPDATE_GOLDEN=1 bash scripts/test.sh -k 'golden or evaluate_writes'")
-        np.testing.assert_allclose(np.asarray(values, dtype=float), np.asarray(json.loads(path.read_text()), dtype=float),
-                                   atol=atol, rtol=rtol, err_msg=f"{name} differs from {path}")
+        expected = np.asarray(json.loads(path.read_text()), dtype=float)
+        np.testing.assert_allclose(np.asarray(values, dtype=float), expected, atol=atol, rtol=rtol,
+                                   err_msg=f"{name} differs from {path}")
 
     return check
 

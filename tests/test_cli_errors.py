@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from lumen.errors import run_cli
-from lumen_train.commands import demo, encode_layouts, evaluate, fit_pca, make_tiny_sd, sample, synthesize, train_controlnet
+from lumen_train.commands import (
+    demo,
+    encode_layouts,
+    evaluate,
+    fit_pca,
+    make_tiny_sd,
+    sample,
+    synthesize,
+    train_controlnet,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -121,3 +121,36 @@ def test_valid_edges_are_accepted():
     assert cfg.train.checkpoints_total_limit is None and cfg.data.resolution == 64
     assert Range(low=0, high=1).describe(integer=False) == "a number in [0, 1]"
     assert Range(low=0, low_open=True).describe(integer=False) == "a number > 0"
+
+
+def documented_keys(cls=LumenConfig, prefix=""):
+    keys = []
+    for f in fields(cls):
+        hint = get_type_hints(cls)[f.name]
+        if is_dataclass(hint):
+            keys += documented_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append((f"{prefix}{f.name}", f.metadata.get("doc", "")))
+    return keys
+
+
+def test_every_key_has_a_one_line_doc():
+    undocumented = [key for key, doc in documented_keys() if not doc.strip()]
+    assert not undocumented
+
+
+@pytest.mark.parametrize("command", ["fit_pca", "encode_layouts", "train_controlnet", "sample", "synthesize",
+                                     "evaluate", "doctor", "demo"])
+def test_every_entry_points_help_lists_every_key_with_its_default_and_doc(command, capsys):
+    import importlib
+
+    module = importlib.import_module(f"lumen_train.commands.{command}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "data.resolution = 512 (a multiple of 8 >= 64)" in text and "train.log_every = 10 (an integer >= 1)" in text
+    assert "train.mixed_precision = no (no | fp16 | bf16)" in text
+    for key, doc in documented_keys():
+        assert f"  {key} = " in text, key
+        assert doc.split()[0] in text

@@ -9,9 +9,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
     out = tmp_path / "demo"
-    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={out}", "synthetic.num_train=6", "synthetic.num_val=2", "tiny_model.vae_train_steps=0",
-            "pca.num_samples=90", "pca.n_components=8", "encode.shard_size=4", "train.max_train_steps=4", "train.checkpointing_steps=2",
-            "validation.steps=4", "validation.num_inference_steps=2", "data.resolution=64"]
+    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={out}", "synthetic.num_train=6", "synthetic.num_val=2",
+            "tiny_model.vae_train_steps=0", "pca.num_samples=90", "pca.n_components=8", "encode.shard_size=4",
+            "train.max_train_steps=4", "train.checkpointing_steps=2", "validation.steps=4",
+            "validation.num_inference_steps=2", "data.resolution=64"]
     assert demo.main(args) == 0
     captured = capfd.readouterr()  # capfd: the stages run as subprocesses
     text = captured.out + captured.err

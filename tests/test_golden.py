@@ -1,6 +1,7 @@
 """Golden values: numbers the tiny model gives with fixed seeds, stored in tests/golden/ and compared here.
 
-The ``golden`` fixture (tests/conftest.py) compares them. They catch a change of behaviour that every relation between outputs would let through (a random draw moved,
+The ``golden`` fixture (tests/conftest.py) compares them. They catch a change of behaviour that every
+relation between outputs would let through (a random draw moved,
 a default changed, a kernel swapped). When a change of these numbers is intended, regenerate them and commit
 the new files with the change that explains them:
 
@@ -18,6 +19,7 @@ from lumen.build import build_extractor, load_components, split_dataset
 from lumen.config import load_config
 from lumen.layout import LayoutEncoder
 from lumen.pca import load_pca
+
 
 def cfg_of(args, *more):
     return load_config([args[0]], [*args[1:], *more])

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from lumen.layout import (LayoutEncoder, LayoutSettings, SettingsMismatchError, check_pca_matches, layout_to_image,
-                          resize_layout, truncate_components)
+from lumen.layout import (
+    LayoutEncoder,
+    LayoutSettings,
+    SettingsMismatchError,
+    check_pca_matches,
+    layout_to_image,
+    resize_layout,
+    truncate_components,
+)
 from lumen.pca import fit_pca
 
 

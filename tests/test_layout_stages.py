@@ -66,7 +66,7 @@ def test_the_same_image_gives_the_identical_layout_and_the_cache_holds_it(fitted
 
 
 def test_resume_redoes_only_unfinished_shards(fitted_run, tiny_args):
-    cfg, out = fitted_run
+    _, out = fitted_run
     argv = [*tiny_args, "encode.splits=[train]"]
     assert encode_layouts.main(argv) == 0
     split_dir = out / "cache" / "train"
@@ -89,7 +89,6 @@ def test_resume_redoes_only_unfinished_shards(fitted_run, tiny_args):
 
 
 def test_a_cache_made_with_another_pca_is_refused(fitted_run, tiny_args, tmp_path):
-    cfg, out = fitted_run
     assert encode_layouts.main([*tiny_args, "encode.splits=[val]"]) == 0
     other_pca = tmp_path / "other-pca"
     assert fit_pca.main([*tiny_args, "pca.seed=5", f"layout.pca_dir={other_pca}"]) == 0

@@ -61,7 +61,8 @@ def test_two_processes_stop_encoding_together_when_too_many_images_are_unusable(
     run = [*tiny_args, f"output_dir={tmp_path / 'run'}", f"data.root={data}", "encode.splits=[train]",
            "data.max_bad_fraction=0.1"]
     assert fit_pca.main([*run, "data.max_bad_fraction=0.5"]) == 0
-    command = [sys.executable, "train/launch.py", "--config_file", str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"),
+    command = [sys.executable, "train/launch.py", "--config_file",
+               str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"),
                "scripts/encode_layouts.py", *run]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

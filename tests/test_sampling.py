@@ -32,7 +32,7 @@ def test_grids_images_and_metadata(trained_run, tmp_path):
     assert len(meta["images"]) == 2 * 2 * 2  # sources x prompts (caption + one edit) x images per prompt
     assert {r["prompt_index"] for r in meta["images"]} == {0, 1}
     first = meta["sources"][0]
-    assert [r["prompt"] for r in meta["images"] if r["source"] == 0 and r["prompt_index"] == 0][0] == first["caption"]
+    assert next(r["prompt"] for r in meta["images"] if r["source"] == 0 and r["prompt_index"] == 0) == first["caption"]
     assert len({r["seed"] for r in meta["images"]}) == 8
     for record in meta["images"]:
         assert load(out, record).shape == (64, 64, 3)
@@ -98,13 +98,13 @@ def test_a_controlnet_trained_with_another_pca_is_refused(trained_run, tmp_path)
 def test_image_files_and_checkpoints_as_input(trained_run, tmp_path, synthetic_root):
     run = Path(trained_run[1].split("=", 1)[1])
     files = sorted((synthetic_root / "val2017").glob("*.jpg"))[:1]
-    out, meta = run_sample(trained_run, tmp_path, f"sample.images=[{files[0]}]", f"sample.controlnet={run / 'checkpoint-3'}",
-                           "sample.prompts=[]")
+    _, meta = run_sample(trained_run, tmp_path, f"sample.images=[{files[0]}]",
+                         f"sample.controlnet={run / 'checkpoint-3'}", "sample.prompts=[]")
     assert meta["sources"][0]["kind"] == "file" and meta["sources"][0]["caption"] == ""
     assert meta["settings"]["controlnet"].endswith("checkpoint-3/controlnet")
     assert len(meta["images"]) == 1
 
 
 def test_cached_layouts_as_sources(trained_run, tmp_path):
-    out, meta = run_sample(trained_run, tmp_path, "sample.from_cache=true", "sample.num_sources=2", "sample.prompts=[]")
+    _, meta = run_sample(trained_run, tmp_path, "sample.from_cache=true", "sample.num_sources=2", "sample.prompts=[]")
     assert all(s["from_cache"] for s in meta["sources"]) and len(meta["images"]) == 2

@@ -8,12 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from lumen.config import load_config
+from lumen.errors import LumenError, MissingDependencyError
 from lumen_train import checkpointing
 from lumen_train.checkpointing import complete_checkpoints, resolve_checkpoint
-from lumen.errors import LumenError
-from lumen.errors import MissingDependencyError
-from lumen_train.trainer import Trainer, TrainingDivergedError
 from lumen_train.commands.train_controlnet import main as train_main
+from lumen_train.trainer import Trainer, TrainingDivergedError
 
 
 def cfg_of(args, *more):

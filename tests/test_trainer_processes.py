@@ -94,7 +94,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_code_3(train_args):
     assert "Traceback" not in output
     checkpoints = complete_checkpoints(out)
     assert len(checkpoints) == 1 and "stopped on request at step" in output
-    resumed = subprocess.run([sys.executable, "train/train_controlnet.py", *train_args, "train.resume_from_checkpoint=latest",
+    resumed = subprocess.run([sys.executable, "train/train_controlnet.py", *train_args,
+                              "train.resume_from_checkpoint=latest",
                               f"train.max_train_steps={int(checkpoints[0].name.split('-')[1]) + 1}"],
                              cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]

@@ -58,7 +58,7 @@ def _check_image(record: ImageRecord) -> tuple[Optional[str], Optional[str], Opt
         try:
             image = load_image(record.path)
             size = (image.height, image.width)
-        except Exception as err:  # noqa: BLE001 - any decoder failure means the image is unusable
+        except Exception as err:
             image_problem = f"cannot be decoded ({type(err).__name__}: {err})"
     if size is not None and size != (record.height, record.width):
         warning = f"image is {size[1]}x{size[0]} but the caption file says {record.width}x{record.height}"

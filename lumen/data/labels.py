@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
+
 from lumen.errors import LumenError
 
 IGNORE = 255

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+
 from lumen.errors import LumenError
 
 logger = logging.getLogger(__name__)

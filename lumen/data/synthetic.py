@@ -77,7 +77,8 @@ def _draw_thing(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, size: i
         draw.rectangle([cx - s * 1.6, cy - s * 0.3, cx + s * 1.6, cy + s * 0.5], fill=value)
         draw.rectangle([cx - s * 0.8, cy - s * 0.9, cx + s * 0.8, cy - s * 0.3], fill=value)
     elif shape == "boat":
-        draw.polygon([(cx - s * 1.5, cy), (cx + s * 1.5, cy), (cx + s, cy + s * 0.6), (cx - s, cy + s * 0.6)], fill=value)
+        draw.polygon([(cx - s * 1.5, cy), (cx + s * 1.5, cy), (cx + s, cy + s * 0.6), (cx - s, cy + s * 0.6)],
+                     fill=value)
         draw.polygon([(cx, cy - s * 1.4), (cx, cy), (cx + s * 0.9, cy)], fill=value)
     elif shape == "chair":
         draw.rectangle([cx - s * 0.6, cy - s * 1.2, cx - s * 0.4, cy + s], fill=value)
@@ -153,7 +154,7 @@ def _captions(rng: np.random.Generator, used, things, indoor: bool) -> list[str]
 
 def _render(rng: np.random.Generator, label_map: np.ndarray, categories: list[Category]) -> np.ndarray:
     """Colour each region with its category's colour, jittered per image, plus shading and texture noise."""
-    height, width = label_map.shape
+    height, _ = label_map.shape
     palette = np.zeros((256, 3), dtype=np.float32)
     palette[IGNORE] = (128, 128, 128)
     for category in categories:

@@ -16,8 +16,8 @@ decoder, the most expensive part of the UNet, is never run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,8 @@ def decoder_tap(unet, layer: int) -> tuple[str, torch.nn.Module]:
     total = num_decoder_layers(unet)
     if not 1 <= layer <= total:
         raise FeatureSettingsError(
-            f"layout.layers: decoder layer {layer} does not exist in this UNet: it has {len(unet.up_blocks)} up blocks of "
+            f"layout.layers: decoder layer {layer} does not exist in this UNet: it has {len(unet.up_blocks)} up "
+            f"blocks of "
             f"{per_block} sub-layers, so layers 1..{total} are valid (SD 1.5: 1..12)"
         )
     block_index, sub = divmod(layer - 1, per_block)

@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from lumen.errors import run_cli
 from lumen.config import config_from_argv, save_config
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.doctor import run_doctor
 from lumen.data.paths import resolve_split_paths
 from lumen.data.preview import save_data_preview
 from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
+from lumen.errors import run_cli
 from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.tiny_sd import save_tiny_sd, tiny_sd_settings
 
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     index = read_split(resolve_split_paths(cfg.data, cfg.data.val_split))
     dataset = CocoStuffDataset(index, cfg.data.resolution, train=False, labels="stuffthingmaps")
     preview = save_data_preview([dataset[i] for i in range(min(4, len(dataset)))], out / "data_preview.png",
-                                title=f"{cfg.data.val_split} split at {cfg.data.resolution} px (resized, centre-cropped)")
+                                title=f"{cfg.data.val_split} split at {cfg.data.resolution} px "
+                                      f"(resized, centre-cropped)")
     summary.append(f"picture of the data: {preview}")
 
     _stage(3, "doctor: preflight of the data set")
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
     start = _stage(4, "load the model through the real from_pretrained path")
     parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
                                TORCH_DTYPES[cfg.model.dtype.value])
-    sizes = {name: sum(p.numel() for p in getattr(parts, name).parameters()) for name in ("vae", "unet", "text_encoder")}
+    sizes = {name: sum(p.numel() for p in getattr(parts, name).parameters())
+             for name in ("vae", "unet", "text_encoder")}
     print("    " + ", ".join(f"{name} {n / 1e6:.2f} M parameters" for name, n in sizes.items())
           + f" ({time.perf_counter() - start:.1f} s)")
 
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
     _stage(9, "sweep the number of layout components (fewer: more diversity, less fidelity)")
     sweep_dir = out / "samples_sweep"
     sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
-    _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}", f"sample.sweep_components=[{','.join(map(str, sweep))}]",
+    _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}",
+                               f"sample.sweep_components=[{','.join(map(str, sweep))}]",
                                "sample.num_images_per_prompt=2", "sample.prompts=[]"])
     summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
 

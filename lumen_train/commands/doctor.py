@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from lumen.errors import run_cli
 from lumen.config import config_from_argv
 from lumen.data.doctor import run_doctor
+from lumen.errors import run_cli
 
 
 def main(argv=None) -> int:

@@ -89,8 +89,8 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
     pca = fit_pca(vectors, cfg.pca.n_components, solver=cfg.pca.solver.value, seed=cfg.pca.seed,
                   device=accelerator.device)
     fit_seconds = time.perf_counter() - fit_start
-    pca.settings = dict(layout_settings(cfg, dtype).to_json(), num_samples=int(len(ids)),
-                        num_images=int(len(plan.image_indices)), skipped_images=len(problems), pca_seed=cfg.pca.seed,
+    pca.settings = dict(layout_settings(cfg, dtype).to_json(), num_samples=len(ids),
+                        num_images=len(plan.image_indices), skipped_images=len(problems), pca_seed=cfg.pca.seed,
                         solver=cfg.pca.solver.value, feature_grid=list(grid), request=request)
     folder = save_pca(pca, folder, samples=vectors if cfg.pca.save_samples else None,
                       extra_files={"config.yaml": to_yaml(cfg)})
