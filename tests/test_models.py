@@ -3,6 +3,7 @@ import time
 import pytest
 import torch
 
+from lumen.data.transforms import uint8_to_pixels
 from lumen.models import ModelNotFoundError, load_sd_components, resolve_model_location
 from lumen.tiny_sd import build_tiny_sd, build_tiny_tokenizer, save_tiny_sd, tiny_sd_settings
 
@@ -55,7 +56,7 @@ def test_tiny_vae_has_a_trained_vaes_latent_statistics(tiny_sd_dir):
     parts = load_sd_components(str(tiny_sd_dir))
     rng = np.random.default_rng(123)  # scenes the calibration did not see
     images = np.stack([render_scene(rng, 128, 128)[0] for _ in range(8)])
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pixels = uint8_to_pixels(images)
     with torch.no_grad():
         posterior = parts.vae.encode(pixels).latent_dist
     scaled = posterior.mean * parts.vae.config.scaling_factor
@@ -143,8 +144,7 @@ def test_vae_training_is_reproducible_and_makes_an_autoencoder():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     untrained = build_tiny_sd(0).vae
     rng = np.random.default_rng(7)
-    pixels = torch.from_numpy(np.stack([render_scene(rng, 128, 128)[0] for _ in range(4)])).permute(0, 3, 1, 2)
-    pixels = pixels.float() / 127.5 - 1
+    pixels = uint8_to_pixels(np.stack([render_scene(rng, 128, 128)[0] for _ in range(4)]))
     with torch.no_grad():
         errors = [float((vae.decode(vae.encode(pixels).latent_dist.mean).sample - pixels).abs().mean())
                   for vae in (untrained, a)]
