@@ -7,14 +7,18 @@ kept in one place so that every entry point builds the same extractor, layout se
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Optional
 
 import torch
 
-from lumen.config import LumenConfig
+from lumen.backbones import TransformerSpec, load_transformer_extractor, resolve_transformer_spec
+from lumen.config import Backbone, DType, Facet, LumenConfig
 from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.paths import resolve_split_paths
+from lumen.features.base import FeatureExtractor
+from lumen.features.fusion import FusedFeatureExtractor
 from lumen.features.sd import SDFeatureExtractor
 from lumen.layout import LayoutEncoder, LayoutSettings
 from lumen.models import TORCH_DTYPES, SDComponents, dtype_name, load_part, load_sd_components
@@ -34,19 +38,55 @@ def layout_dtype(cfg: LumenConfig, device: torch.device, pca=None) -> torch.dtyp
     return compute_dtype(cfg, device)
 
 
+def transformer_spec(cfg: LumenConfig) -> Optional[TransformerSpec]:
+    """The transformer part of the configured backbone, its defaults filled in (None for sd)."""
+    lay = cfg.layout
+    if lay.backbone == Backbone.sd:
+        return None
+    return resolve_transformer_spec(lay.backbone.value, lay.backbone_model, lay.backbone_revision, lay.backbone_layer,
+                                    lay.facet.value if lay.facet else None, lay.image_size, cfg.data.resolution)
+
+
 def layout_settings(cfg: LumenConfig, dtype: torch.dtype) -> LayoutSettings:
-    """What decides a layout's meaning, with ``dtype`` the dtype its features are computed in."""
+    """What decides a layout's meaning, with ``dtype`` the dtype its features are computed in. Only the parts
+    the backbone uses are recorded (None for the others), so a setting that changes nothing refuses nothing."""
+    lay = cfg.layout
+    sd = lay.backbone in (Backbone.sd, Backbone.sd_dinov2)
+    spec = transformer_spec(cfg)
     return LayoutSettings(
-        backbone=cfg.layout.backbone.value,
-        model=cfg.model.pretrained,
-        revision=cfg.model.revision,
-        layers=tuple(cfg.layout.layers),
-        timestep=cfg.layout.timestep,
-        noise_seed=cfg.layout.noise_seed,
-        prompt=cfg.layout.prompt,
+        backbone=lay.backbone.value,
+        model=cfg.model.pretrained if sd else None,
+        revision=cfg.model.revision if sd else None,
+        layers=tuple(lay.layers) if sd else None,
+        timestep=lay.timestep if sd else None,
+        noise_seed=lay.noise_seed if sd else None,
+        prompt=lay.prompt if sd else None,
+        backbone_model=spec.model if spec else None,
+        backbone_revision=spec.revision if spec else None,
+        backbone_layer=spec.layer if spec else None,
+        facet=spec.facet if spec else None,
+        image_size=spec.image_size if spec else None,
+        fusion_weights=tuple(lay.fusion_weights) if lay.backbone == Backbone.sd_dinov2 else None,
         resolution=cfg.data.resolution,
         dtype=dtype_name(dtype),
     )
+
+
+def config_for_layout(cfg: LumenConfig, settings: LayoutSettings) -> LumenConfig:
+    """``cfg`` with the backbone and layout settings a PCA (or ControlNet) records: to make layouts exactly as
+    it did (the judge of lumen.evaluation)."""
+    lay = cfg.layout
+    keep = lambda value, current: current if value is None else value  # noqa: E731
+    layout = replace(
+        lay, backbone=Backbone(settings.backbone), layers=list(keep(settings.layers, lay.layers)),
+        timestep=keep(settings.timestep, lay.timestep), noise_seed=keep(settings.noise_seed, lay.noise_seed),
+        prompt=keep(settings.prompt, lay.prompt), backbone_model=settings.backbone_model,
+        backbone_revision=settings.backbone_revision, backbone_layer=settings.backbone_layer,
+        facet=Facet(settings.facet) if settings.facet else None, image_size=settings.image_size,
+        fusion_weights=list(keep(settings.fusion_weights, lay.fusion_weights)), dtype=DType(settings.dtype))
+    model = replace(cfg.model, pretrained=keep(settings.model, cfg.model.pretrained),
+                    revision=settings.revision if settings.model else cfg.model.revision)
+    return replace(cfg, layout=layout, model=model, data=replace(cfg.data, resolution=settings.resolution))
 
 
 def compute_dtype(cfg: LumenConfig, device: torch.device) -> torch.dtype:
@@ -63,10 +103,21 @@ def load_components(cfg: LumenConfig, device: torch.device, dtype: torch.dtype) 
     return parts.to(device)
 
 
-def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = True) -> SDFeatureExtractor:
-    return SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler,
-                              layers=cfg.layout.layers, timestep=cfg.layout.timestep,
-                              noise_seed=cfg.layout.noise_seed, prompt=cfg.layout.prompt, early_exit=early_exit)
+def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = True,
+                    dtype: Optional[torch.dtype] = None) -> FeatureExtractor:
+    """The configured backbone on ``parts``' device, sharing their VAE (and, for SD, their UNet). A transformer
+    backbone is loaded in ``dtype`` (default: the UNet's): the dtype its layouts are made in."""
+    lay = cfg.layout
+    sd = None
+    if lay.backbone in (Backbone.sd, Backbone.sd_dinov2):
+        sd = SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler,
+                                layers=lay.layers, timestep=lay.timestep, noise_seed=lay.noise_seed, prompt=lay.prompt,
+                                early_exit=early_exit)
+        if lay.backbone == Backbone.sd:
+            return sd
+    vit = load_transformer_extractor(transformer_spec(cfg), parts.vae, parts.unet.device, dtype or parts.unet.dtype,
+                                     early_exit=early_exit)
+    return vit if sd is None else FusedFeatureExtractor(sd, vit, tuple(lay.fusion_weights))
 
 
 def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none") -> CocoStuffDataset:
@@ -81,7 +132,9 @@ def cache_settings(cfg: LumenConfig, pca) -> dict:
     """What a layout cache must share with the config that reads it: layout settings (in the PCA's dtype, the
     one the cache is made in) and the PCA."""
     settings = layout_settings(cfg, layout_dtype(cfg, torch.device("cpu"), pca))
-    return dict(settings.to_json(), pca_fingerprint=pca.fingerprint(),
+    # The cache also holds SD's VAE latents, whatever the backbone.
+    return dict(settings.to_json(), vae_model=cfg.model.pretrained, vae_revision=cfg.model.revision,
+                pca_fingerprint=pca.fingerprint(),
                 pca_n_components=pca.n_components, pca_num_samples=pca.settings.get("num_samples"))
 
 
@@ -109,17 +162,21 @@ class SamplingSetup:
         self.folder = controlnet_folder(controlnet_path)
         self.metadata = read_lumen_json(self.folder)
         self.pca = load_pca(cfg.layout.pca_dir)
-        # Layouts must be made exactly as in training: same settings, same PCA, same dtype. The layouts are
-        # computed by the sampling model itself, so it runs in the dtype the layouts were made in.
+        # Layouts must be made exactly as in training: same settings, same PCA, same dtype. SD's features come
+        # from the sampling UNet itself, so with an SD backbone the model samples in the layouts' dtype; a
+        # transformer backbone is loaded in the layouts' dtype whatever the sampling dtype.
         trained = LayoutSettings.from_json(self.metadata["layout"], f"{self.folder}/lumen.json")
-        self.dtype = TORCH_DTYPES[s.dtype.value] if s.dtype else TORCH_DTYPES[trained.dtype]
-        check_controlnet_matches(self.metadata, layout_settings(cfg, self.dtype), self.pca, str(self.folder),
+        layout_dtype = TORCH_DTYPES[trained.dtype]
+        self.dtype = TORCH_DTYPES[s.dtype.value] if s.dtype else layout_dtype
+        uses_sd = cfg.layout.backbone in (Backbone.sd, Backbone.sd_dinov2)
+        check_controlnet_matches(self.metadata, layout_settings(cfg, self.dtype if uses_sd else layout_dtype),
+                                 self.pca, str(self.folder),
                                  dtype_hint="leave sample.dtype unset to sample in the dtype the layouts were made in")
         self.parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, self.dtype)
         self.parts.to(self.device)
         self.controlnet = load_part("ControlNet", self.folder, lambda: ControlNetModel.from_pretrained(
             self.folder, torch_dtype=self.dtype)).to(self.device)
-        self.extractor = build_extractor(cfg, self.parts)
+        self.extractor = build_extractor(cfg, self.parts, dtype=layout_dtype)
         self.encoder = LayoutEncoder(self.pca)
         self.pipes: dict[str, object] = {}
 

@@ -151,7 +151,21 @@ class SyntheticDataConfig:
 
 
 class Backbone(str, enum.Enum):
+    """Where the features of a layout come from (lumen.backbones)."""
+
     sd = "sd"  # Stable Diffusion UNet decoder taps (model.pretrained)
+    dinov2 = "dinov2"  # DINOv2 (with or without registers): a layer's tokens
+    dino = "dino"  # DINO v1 (ViTModel): a layer's key facet, as DINO-ViT-Features
+    clip = "clip"  # CLIP's vision tower: the penultimate layer's tokens
+    sd_dinov2 = "sd+dinov2"  # SD-DINO's fusion of both
+    vit = "vit"  # any transformers vision transformer AutoModel loads
+
+
+class Facet(str, enum.Enum):
+    token = "token"  # the block's output tokens
+    key = "key"  # the block's attention projections of its input, heads concatenated
+    query = "query"
+    value = "value"
 
 
 class PCASolver(str, enum.Enum):
@@ -164,6 +178,20 @@ class LayoutConfig:
     """How features are extracted and turned into a neural layout (method.md sections 2 and 4)."""
 
     backbone: Backbone = setting(Backbone.sd, doc="The foundation model whose features make the layout.")
+    backbone_model: Optional[str] = setting(None,
+        doc="The transformer backbone's model id or transformers folder (None: facebook/dinov2-base for dinov2 and "
+            "sd+dinov2, facebook/dino-vitb8 for dino, openai/clip-vit-large-patch14 for clip; vit needs one).")
+    backbone_revision: Optional[str] = setting(None, doc="Git revision of layout.backbone_model's model id.")
+    backbone_layer: Optional[int] = setting(None, low=1,
+        doc="The transformer block read, 1-based (None: the last for dinov2 and vit, the penultimate for clip, "
+            "9 of 12 for dino).")
+    facet: Optional[Facet] = setting(None,
+        doc="token, key, query or value of that block (None: key for dino, token otherwise).")
+    image_size: Optional[int] = setting(None, low=8,
+        doc="The transformer's square input size, a multiple of its patch size (None: the size whose patch grid "
+            "is SD's layer-8 grid, patch size x data.resolution / 16: 448 px for patch 14 at 512).")
+    fusion_weights: list[float] = setting(factory=lambda: [1.0, 1.0], low=0, min_items=2,
+        doc="sd+dinov2: weights of the L2-normalised SD and DINOv2 parts (SD-DINO: equal).")
     layers: list[int] = setting(factory=lambda: [2, 5, 8], low=1, min_items=1,
         doc="Decoder layers, SD-DINO's numbering (SD 1.x has 1..12; the model's own count is checked when it "
             "loads).")
@@ -358,6 +386,9 @@ class EvaluateConfig:
     segmenter: Optional[str] = setting(None, doc="A transformers AutoModelForSemanticSegmentation folder, for mIoU.")
     segmenter_label_offset: int = setting(0, low=-255, high=255, doc="Added to the segmenter's class ids.")
     out: str = setting("${output_dir}/evaluation", doc="Where metrics.json and metrics.md go.")
+    judge_pca: Optional[str] = setting(None,
+        doc="The PCA folder whose backbone and layouts measure fidelity and diversity, so runs of different "
+            "backbones are measured with one ruler (None: the samples' own PCA, for SD layouts only).")
 
 
 @dataclass
@@ -511,6 +542,10 @@ def range_problems(cfg: Any, sources: dict[str, str], prefix: str = "") -> list[
 def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
     """Checks that involve two keys of one section."""
     problems = []
+    if len(cfg.layout.fusion_weights) != 2:
+        problems.append(f"bad value for config key 'layout.fusion_weights' (from "
+                        f"{sources.get('layout.fusion_weights', 'the defaults')}): {cfg.layout.fusion_weights}; "
+                        f"expected two weights, for the SD part and the DINOv2 part")
     if cfg.pca.n_components > cfg.pca.num_samples:
         problems.append(
             f"bad value for config key 'pca.n_components' (from {sources.get('pca.n_components', 'the defaults')}): "

@@ -39,7 +39,7 @@ def score_images(records: list[dict], root: Path, source_layouts: dict[int, torc
     ``(N, h, w)``); and its feature map ``(C, h, w)``, for diversity."""
     per_image, features = [], []
     for record in tqdm(records, desc="evaluate", unit="img"):
-        feature_map = extractor(read_image(root / record["file"])[None]).features
+        feature_map = extractor.features(read_image(root / record["file"])[None])
         features.append(feature_map[0].cpu())
         generated = encoder(feature_map)[0].cpu()
         source = source_layouts[record["source"]]
@@ -104,6 +104,8 @@ def markdown_table(result: dict) -> str:
     for row in result["rows"]:
         lines.append(f"| {row['n_components']} | {row['images']} | {fmt(row['layout_cosine'])} | "
                      f"{fmt(row['layout_kmeans_ari'])} | {fmt(row['diversity'])} | {fmt(row['miou'])} |")
+    judge = result.get("judge", {})
     lines += ["", f"Layout cosine and ARI: fidelity to the source layout (higher = closer). Diversity: "
-                  f"{result['diversity_metric']} between images of one source. mIoU: {result['segmentation']}."]
+                  f"{result['diversity_metric']} between images of one source. mIoU: {result['segmentation']}. "
+                  f"Measured with the {judge.get('backbone', '?')} layouts of the PCA {judge.get('pca_dir', '?')}."]
     return "\n".join(lines) + "\n"

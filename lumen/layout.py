@@ -29,17 +29,26 @@ class LayoutSettings:
     than a PCA was fitted under are refused (``describe_differences``)."""
 
     backbone: str
-    model: str
+    # Stable Diffusion's part (sd, sd+dinov2; None for the others)
+    model: Optional[str]
     revision: Optional[str]
-    layers: tuple[int, ...]
-    timestep: int
-    noise_seed: int
-    prompt: str
+    layers: Optional[tuple[int, ...]]
+    timestep: Optional[int]
+    noise_seed: Optional[int]
+    prompt: Optional[str]
+    # the transformer's part (dinov2, dino, clip, vit, sd+dinov2; None for sd): lumen.backbones.TransformerSpec
+    backbone_model: Optional[str]
+    backbone_revision: Optional[str]
+    backbone_layer: Optional[int]
+    facet: Optional[str]
+    image_size: Optional[int]
+    fusion_weights: Optional[tuple[float, ...]]  # sd+dinov2 only
     resolution: int
     dtype: str  # the dtype the features were computed in ("float32", "bfloat16", ...)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(asdict(self), layers=list(self.layers))
+        return dict(asdict(self), layers=None if self.layers is None else list(self.layers),
+                    fusion_weights=None if self.fusion_weights is None else list(self.fusion_weights))
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str = "the artifact") -> LayoutSettings:
@@ -49,7 +58,8 @@ class LayoutSettings:
             raise SettingsMismatchError(f"the layout settings recorded in {where} lack {sorted(missing)}: it was "
                                         f"written by an older version of Lumen; make it again with this one")
         values = {k: data[k] for k in names}
-        return cls(**dict(values, layers=tuple(values["layers"])))
+        tuples = {k: tuple(values[k]) for k in ("layers", "fusion_weights") if values[k] is not None}
+        return cls(**dict(values, **tuples))
 
 
 def describe_differences(expected: LayoutSettings, found: LayoutSettings, expected_from: str,

@@ -61,33 +61,41 @@ class SDComponents:
         return self
 
 
-def _where_to_put(model: str) -> str:
+def _where_to_put(model: str, key: str, folder_kind: str) -> str:
+    name = model.split("/")[-1]
     return (
         f"To use '{model}' without network access, download it once on a machine that has access\n"
-        f"  (hf download {model} --local-dir weights/{model.split('/')[-1]})\n"
-        f"and point the config at that folder (model.pretrained=weights/{model.split('/')[-1]}), or copy a\n"
-        f"Hugging Face cache that holds it to this machine (HF_HOME). A diffusers folder holds model_index.json\n"
-        f"and the subfolders {', '.join(COMPONENTS)}."
+        f"  (hf download {model} --local-dir weights/{name})\n"
+        f"and point the config at that folder ({key}=weights/{name}), or copy a\n"
+        f"Hugging Face cache that holds it to this machine (HF_HOME). {folder_kind}"
     )
 
 
-def resolve_model_location(model: str, revision: Optional[str] = None) -> tuple[str, bool]:
-    """Decide where ``model`` is read from before any weights are loaded.
+DIFFUSERS_FOLDER = f"A diffusers folder holds model_index.json and the subfolders {', '.join(COMPONENTS)}."
+TRANSFORMERS_FOLDER = "A transformers folder holds config.json, the weights and preprocessor_config.json."
 
-    Returns ``(location, local_files_only)``. A local folder must be a diffusers folder. A model id is used
-    from the hub cache when cached; otherwise the hub must be reachable, which is checked with one quick
-    request so that a machine without network fails at once with advice, instead of after minutes of
-    retries with a stack trace from the hub client.
+
+def resolve_model_location(model: str, revision: Optional[str] = None, key: str = "model.pretrained",
+                           transformers_folder: bool = False) -> tuple[str, bool]:
+    """Decide where ``model`` (the value of config key ``key``) is read from before any weights are loaded.
+
+    Returns ``(location, local_files_only)``. A local folder must be a diffusers folder (or, with
+    ``transformers_folder``, hold a transformers ``config.json``). A model id is used from the hub cache when
+    cached; otherwise the hub must be reachable, which is checked with one quick request so that a machine
+    without network fails at once with advice, instead of after minutes of retries with a stack trace from
+    the hub client.
     """
+    folder_kind = TRANSFORMERS_FOLDER if transformers_folder else DIFFUSERS_FOLDER
     path = Path(model).expanduser()
     looks_like_path = path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1
     if path.exists() or looks_like_path:
         if not path.is_dir():
-            raise ModelNotFoundError(
-                f"model.pretrained='{model}' is not a folder. Expected a diffusers folder (with model_index.json) "
-                f"or a Hugging Face model id such as stable-diffusion-v1-5/stable-diffusion-v1-5."
-            )
-        missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+            raise ModelNotFoundError(f"{key}='{model}' is not a folder. Expected a local folder or a Hugging Face "
+                                     f"model id. {folder_kind}")
+        if transformers_folder and not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is not a transformers model folder: it has no config.json. Save the "
+                                     f"model with save_pretrained.")
+        missing = [] if transformers_folder else [c for c in COMPONENTS if not (path / c).is_dir()]
         if missing:
             raise ModelNotFoundError(
                 f"{path} is not a complete diffusers folder: missing subfolder(s) {', '.join(missing)}. "
@@ -98,19 +106,20 @@ def resolve_model_location(model: str, revision: Optional[str] = None) -> tuple[
 
     from huggingface_hub import model_info, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    marker = "config.json" if transformers_folder else "model_index.json"
+    cached = try_to_load_from_cache(model, marker, revision=revision)
     if isinstance(cached, str):
         return model, True
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline:
         raise ModelNotFoundError(f"'{model}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set.\n"
-                                 + _where_to_put(model))
+                                 + _where_to_put(model, key, folder_kind))
     try:
         model_info(model, revision=revision, timeout=10)
     except Exception as err:  # network errors, unknown or gated repositories: all mean "cannot fetch"
         raise ModelNotFoundError(
             f"cannot fetch '{model}' from the Hugging Face Hub ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-            + _where_to_put(model)
+            + _where_to_put(model, key, folder_kind)
         ) from None
     return model, False
 
@@ -139,7 +148,8 @@ def load_sd_components(
     unet = load_part("UNet", location,
                      lambda: UNet2DConditionModel.from_pretrained(location, subfolder="unet", **weights))
     text_encoder = load_part("text encoder", location, lambda: CLIPTextModel.from_pretrained(
-        location, subfolder="text_encoder", **weights))
+        location, subfolder="text_encoder", revision=revision, local_files_only=local_only, variant=variant,
+        dtype=dtype))  # transformers calls it dtype, diffusers torch_dtype
     tokenizer = load_part("tokenizer", location,
                           lambda: CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", **common))
     # Training adds noise with the DDPM schedule the model was trained with, whatever its sampling scheduler.

@@ -97,5 +97,5 @@ def compute_layouts(sources: list[Source], extractor, encoder, cache_dir: str | 
                                        f"{cache_dir} (it was unusable when the cache was made)")
             layouts.append(rows[position[source.image_id]]["layout"].float())
         else:
-            layouts.append(encoder(extractor(source.pixel_values[None]).features)[0].cpu())
+            layouts.append(encoder(extractor.features(source.pixel_values[None]))[0].cpu())
     return torch.stack(layouts)

@@ -72,7 +72,7 @@ def synthesize_shard(target: SyntheticSplit, shard: int, dataset, indices, pipe,
         if not isinstance(item, dict):
             skipped.append([item.path, item.reason])
             continue
-        layout = encoder(extractor(item["pixel_values"][None]).features).cpu()
+        layout = encoder(extractor.features(item["pixel_values"][None])).cpu()
         jobs = [SampleJob(0, prompts[k % len(prompts)] if prompts else record.captions[0], k, 0,
                           sample.seed + record.image_id * MAX_PER_SOURCE + k, sample.n_components,
                           sample.num_inference_steps, sample.guidance_scale, sample.conditioning_scale,

@@ -211,7 +211,7 @@ class Trainer:
         vae_dtype = torch.float32 if (acc.mixed_precision == "fp16" and t.upcast_vae) else self.weight_dtype
         place(parts.vae, acc.device, vae_dtype)
         self.parts = parts
-        extractor = build_extractor(cfg, parts)
+        extractor = build_extractor(cfg, parts, dtype=self.layout_dtype)
         encoder = LayoutEncoder(self.pca)
         self.extractor, self.encoder = extractor, encoder
 
@@ -302,9 +302,9 @@ class Trainer:
 
     def _check_extraction_dtype(self, what: str) -> None:
         """Layouts computed by the training UNet must be made in the dtype of the PCA's layouts."""
-        if self.weight_dtype != self.layout_dtype:
+        if self.extractor.dtype != self.layout_dtype:
             raise SettingsMismatchError(
-                f"{what} with the training UNet in {dtype_name(self.weight_dtype)} "
+                f"{what} with the training UNet in {dtype_name(self.extractor.dtype)} "
                 f"(train.mixed_precision={self.cfg.train.mixed_precision.value}), but the PCA's layouts were made "
                 f"in {dtype_name(self.layout_dtype)} ({self.cfg.layout.pca_dir}/pca.json): layouts would differ "
                 f"from the ones the ControlNet is trained and sampled with. Train from the cache "

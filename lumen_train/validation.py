@@ -47,7 +47,7 @@ def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
     if cached_layouts is not None:
         layouts = torch.stack([cached_layouts[s["image_id"]].float() for s in samples])
     else:
-        layouts = encoder(extractor(images).features).cpu()
+        layouts = encoder(extractor.features(images)).cpu()
     return ValidationSet(images, layouts, [s["caption"] for s in samples], [s["image_id"] for s in samples])
 
 
@@ -114,7 +114,7 @@ def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -
     scores = []
     for (i, _), image in samples.items():
         pixels = uint8_to_pixels(image)[None]
-        generated = encoder(extractor(pixels).features)[0].cpu()
+        generated = encoder(extractor.features(pixels))[0].cpu()
         scores.append(layout_cosine(generated, val.layouts[i]))
     return float(np.mean(scores))
 

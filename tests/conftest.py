@@ -69,6 +69,12 @@ def tiny_argv(output_dir, model, data) -> list[str]:
             "encode.shard_size=5", "encode.visualize=0", "layout.batch_size=4"]
 
 
+@pytest.fixture(scope="session")
+def tiny_args_for(tiny_sd_dir, synthetic_root):
+    """``tiny_args_for(output_dir)``: the tiny arguments for a folder of a longer-lived fixture."""
+    return lambda output_dir: tiny_argv(output_dir, tiny_sd_dir, synthetic_root)
+
+
 @pytest.fixture
 def tiny_args(tmp_path, tiny_sd_dir, synthetic_root):
     """Entry-point arguments for the tiny model on the session's synthetic data, writing under tmp_path."""
@@ -116,3 +122,12 @@ def trained_run(tmp_path_factory, tiny_sd_dir, synthetic_root, prepared_layouts)
                        "validation.steps=0", "train.checkpointing_steps=3", "train.learning_rate=1e-3",
                        "train.component_dropout=0.5"]) == 0
     return args
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
+    """Tiny transformers backbones (random weights, patch 4, 32 px input) saved as model folders, by kind."""
+    from lumen.tiny_backbones import KINDS, save_tiny_backbone
+
+    base = tmp_path_factory.mktemp("backbones")
+    return {kind: save_tiny_backbone(kind, base / kind, seed=0) for kind in KINDS}

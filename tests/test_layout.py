@@ -16,7 +16,8 @@ from lumen.pca import fit_pca
 
 def settings(**changes):
     base = dict(backbone="sd", model="m", revision=None, layers=(2, 5, 8), timestep=100, noise_seed=42, prompt="",
-                resolution=512, dtype="float32")
+                backbone_model=None, backbone_revision=None, backbone_layer=None, facet=None, image_size=None,
+                fusion_weights=None, resolution=512, dtype="float32")
     return LayoutSettings(**dict(base, **changes))
 
 

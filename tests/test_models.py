@@ -90,6 +90,9 @@ def test_tokenizer_folder_is_like_sd15_and_round_trips(tiny_sd_dir):
 
 
 def test_model_id_offline_fails_at_once_with_advice(monkeypatch):
+    import diffusers  # noqa: F401  (imported first: the time below is the lookup's, not the imports')
+    import transformers  # noqa: F401
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     with pytest.raises(ModelNotFoundError) as err:

@@ -97,7 +97,7 @@ def extract_samples(extractor, dataset: CocoStuffDataset, plan: SamplePlan, slot
         bar.update(len(batch["bad"]))
         if batch["pixel_values"] is None:
             continue
-        features = extractor(batch["pixel_values"]).features  # (B, C, h, w)
+        features = extractor.features(batch["pixel_values"])  # (B, C, h, w)
         if tuple(features.shape[-2:]) != plan.grid:
             raise RuntimeError(f"feature grid {tuple(features.shape[-2:])} differs from the planned {plan.grid}")
         flat = features.flatten(2)  # (B, C, h*w)

@@ -17,12 +17,12 @@ decoder, the most expensive part of the UNet, is never run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lumen.errors import LumenError
+from lumen.features.base import ExtractorOutput, FeatureExtractor
 
 
 class FeatureSettingsError(LumenError, ValueError):
@@ -67,20 +67,7 @@ def _hidden_states(output) -> torch.Tensor:
     return output.sample  # Transformer2DModelOutput
 
 
-@dataclass
-class ExtractorOutput:
-    """Features and the VAE posterior of a batch.
-
-    features: ``(B, C, h, w)`` float32, the taps upsampled to the deepest tap's grid and concatenated.
-    latent_mean, latent_std: ``(B, 4, H/8, W/8)`` float32, the VAE posterior (unscaled, as the VAE gives it).
-    """
-
-    features: torch.Tensor
-    latent_mean: torch.Tensor
-    latent_std: torch.Tensor
-
-
-class SDFeatureExtractor:
+class SDFeatureExtractor(FeatureExtractor):
     """Image batch -> decoder features of a frozen Stable Diffusion.
 
     Args:
@@ -97,7 +84,8 @@ class SDFeatureExtractor:
                  timestep: int = 100, noise_seed: int = 42, prompt: str = "", early_exit: bool = True) -> None:
         if not layers:
             raise FeatureSettingsError("layout.layers is empty: give at least one decoder layer, e.g. [2, 5, 8]")
-        self.vae, self.unet, self.noise_scheduler = vae, unet, noise_scheduler
+        super().__init__(vae)
+        self.unet, self.noise_scheduler = unet, noise_scheduler
         self.layers = tuple(int(k) for k in layers)
         self.taps = [decoder_tap(unet, k) for k in self.layers]
         self.deepest = max(range(len(self.layers)), key=lambda i: self.layers[i])
@@ -130,12 +118,16 @@ class SDFeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor) -> ExtractorOutput:
-        """pixel_values: ``(B, 3, H, W)`` in [-1, 1], H and W multiples of 8 -> ``ExtractorOutput``."""
-        pixel_values = pixel_values.to(self.device, self.vae.dtype)  # the VAE may stay float32 (fp16 runs)
-        posterior = self.vae.encode(pixel_values).latent_dist
+        """pixel_values: ``(B, 3, H, W)`` in [-1, 1], H and W multiples of 8 -> ``ExtractorOutput`` (one VAE pass
+        gives both the posterior and the latents the features are computed from)."""
+        posterior = self.posterior(pixel_values)  # the VAE may stay float32 in fp16 runs
         features = self.features_from_latents(posterior.mean * self.vae.config.scaling_factor)
         return ExtractorOutput(features=features, latent_mean=posterior.mean.float(),
                                latent_std=posterior.std.float())
+
+    @torch.no_grad()
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self(pixel_values).features
 
     @torch.no_grad()
     def features_from_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from lumen.artifacts import ensure_writable
-from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
+from lumen.build import build_extractor, config_for_layout, layout_dtype, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
 from lumen.evaluation import DIVERSITY_METRIC, markdown_table, score_images, segmentation_scores, summarise
-from lumen.layout import LayoutEncoder
+from lumen.layout import LayoutEncoder, LayoutSettings
 from lumen.pca import load_pca
 from lumen.sample_set import read_sample_set
 from lumen.sources import compute_layouts, source_from_json
@@ -29,23 +29,43 @@ class EvaluationInputError(LumenError, ValueError):
     """Samples that cannot be evaluated with this config."""
 
 
+def judge_pca_dir(cfg: LumenConfig, metadata: dict, path: Path) -> str:
+    """The PCA whose backbone measures the samples: evaluate.judge_pca, or the samples' own for SD layouts."""
+    if cfg.evaluate.judge_pca:
+        return cfg.evaluate.judge_pca
+    made_with = metadata["settings"]["lumen"]["layout"]["backbone"]
+    if made_with != "sd":
+        raise EvaluationInputError(
+            f"the samples in {path} come from {made_with} layouts: measured with their own backbone, they cannot be "
+            f"compared with another backbone's. Give the judge: evaluate.judge_pca=<a PCA fitted with "
+            f"layout.backbone=sd> (the SD features, one ruler for every backbone), or evaluate.judge_pca="
+            f"{cfg.layout.pca_dir} to measure with this run's own backbone")
+    return cfg.layout.pca_dir
+
+
 def evaluate(cfg: LumenConfig) -> dict:
     e = cfg.evaluate
     path = Path(e.samples)
     metadata = read_sample_set(path)
-    pca = load_pca(cfg.layout.pca_dir)
-    recorded = metadata["settings"]["lumen"]["pca_fingerprint"]
-    if recorded != pca.fingerprint():
-        raise EvaluationInputError(f"the samples in {path} were made with the PCA {recorded}, the config's "
+    judge_dir = judge_pca_dir(cfg, metadata, path)
+    pca = load_pca(judge_dir)
+    own = metadata["settings"]["lumen"]["pca_fingerprint"] == pca.fingerprint()
+    if not e.judge_pca and not own:
+        raise EvaluationInputError(f"the samples in {path} were made with the PCA "
+                                   f"{metadata['settings']['lumen']['pca_fingerprint']}, the config's "
                                    f"({cfg.layout.pca_dir}) is {pca.fingerprint()}: evaluate with the same PCA")
+    # The judge makes layouts exactly as its PCA's features were made (its backbone, layers, dtype).
+    judge = config_for_layout(cfg, LayoutSettings.from_json(pca.settings, f"{judge_dir}/pca.json"))
     out = ensure_writable(e.out, "the evaluation")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    parts = load_components(cfg, device, layout_dtype(cfg, device, pca))
-    extractor, encoder = build_extractor(cfg, parts), LayoutEncoder(pca)
+    parts = load_components(judge, device, layout_dtype(judge, device, pca))
+    extractor, encoder = build_extractor(judge, parts), LayoutEncoder(pca)
     records = metadata["images"]
     used = sorted({r["source"] for r in records})
     open_split = lambda split: split_dataset(cfg, split)  # noqa: E731
     sources = [source_from_json(metadata["sources"][i], records[0]["resolution"], open_split) for i in used]
+    for source in sources:
+        source.from_cache = source.from_cache and own  # the cache holds the samples' own layouts only
     source_layouts = dict(zip(used, compute_layouts(sources, extractor, encoder, Path(cfg.output_dir) / "cache")))
     per_image, features = score_images(records, path.parent, source_layouts, extractor, encoder, e.kmeans_clusters)
     miou, note = {}, "skipped: no segmenter given (evaluate.segmenter=PATH of a transformers segmentation model)"
@@ -53,8 +73,11 @@ def evaluate(cfg: LumenConfig) -> dict:
         miou = segmentation_scores(e.segmenter, e.segmenter_label_offset, records, path.parent,
                                    lambda i: label_map(cfg, metadata["sources"][i]))
         note = f"segmenter {e.segmenter}"
-    result = {"samples": str(path), "diversity_metric": DIVERSITY_METRIC, "segmentation": note,
-              "rows": summarise(records, per_image, features, miou, pca.n_components), "per_image": per_image}
+    all_components = metadata["settings"]["lumen"]["n_components"]
+    result = {"samples": str(path), "judge": {"pca_dir": str(judge_dir), "backbone": judge.layout.backbone.value,
+                                              "pca_fingerprint": pca.fingerprint(), "own": own},
+              "diversity_metric": DIVERSITY_METRIC, "segmentation": note,
+              "rows": summarise(records, per_image, features, miou, all_components), "per_image": per_image}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(result)
     (out / "metrics.md").write_text(table)

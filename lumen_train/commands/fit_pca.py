@@ -63,7 +63,7 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
 
     # 2. The feature grid and width, from one probe image (they depend on the model and the resolution);
     # a PCA wider than the features is refused before any image is read.
-    probe = extractor(torch.zeros(1, 3, cfg.data.resolution, cfg.data.resolution)).features
+    probe = extractor.features(torch.zeros(1, 3, cfg.data.resolution, cfg.data.resolution))
     feature_dim, grid = probe.shape[1], tuple(probe.shape[-2:])
     if cfg.pca.n_components > feature_dim:
         raise PCASettingsError(f"pca.n_components={cfg.pca.n_components}, but the features of decoder layers "

@@ -1,0 +1,108 @@
+"""Every backbone through the whole layout pipeline on the tiny model: PCA, cache, training, sampling,
+evaluation; artifacts record the backbone and refuse another."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lumen.cache import CacheMismatchError
+from lumen.config import load_config
+from lumen.controlnet import ControlNetMismatchError
+from lumen.layout import SettingsMismatchError
+from lumen_train.commands import encode_layouts, evaluate, fit_pca, sample
+from lumen_train.commands.train_controlnet import main as train_main
+
+REPO = Path(__file__).resolve().parent.parent
+# backbone -> the tiny model it reads
+BACKBONES = {"dinov2": "dinov2", "dino": "dino", "clip": "clip", "sd+dinov2": "dinov2", "vit": "siglip"}
+
+
+def backbone_args(tiny_args, tiny_backbones, backbone, out):
+    return [*tiny_args, f"output_dir={out}", f"layout.backbone={backbone}",
+            f"layout.backbone_model={tiny_backbones[BACKBONES[backbone]]}", "encode.splits=[train]",
+            "train.max_train_steps=2", "train.batch_size=4", "train.report_to=none", "validation.steps=0",
+            "sample.num_sources=1", "sample.num_inference_steps=2", "sample.prompts=[]"]
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_the_pipeline_runs_on_every_backbone(backbone, tiny_args, tiny_backbones, tmp_path):
+    out = tmp_path / "run"
+    args = backbone_args(tiny_args, tiny_backbones, backbone, out)
+    assert fit_pca.main(args) == 0
+    recorded = json.loads((out / "pca" / "pca.json").read_text())
+    assert recorded["backbone"] == backbone and recorded["backbone_model"] == str(tiny_backbones[BACKBONES[backbone]])
+    assert recorded["image_size"] == 16 and recorded["feature_grid"] == [4, 4]  # patch 4 x 64 px / 16
+    assert recorded["facet"] == ("key" if backbone == "dino" else "token")
+    assert (recorded["layers"] is None) == (backbone not in ("sd+dinov2",))  # SD's taps only where SD is used
+    assert encode_layouts.main(args) == 0
+    assert json.loads((out / "cache" / "cache.json").read_text())["backbone"] == backbone
+    assert train_main(args) == 0
+    assert json.loads((out / "controlnet" / "lumen.json").read_text())["layout"]["backbone"] == backbone
+    assert sample.main(args) == 0
+    cfg = load_config([args[0]], [*args[1:], f"evaluate.judge_pca={out / 'pca'}"])
+    rows = evaluate.evaluate(cfg)["rows"]
+    assert [row["images"] for row in rows] == [1] and rows[0]["miou"] is None
+
+
+@pytest.fixture(scope="module")
+def dinov2_run(tmp_path_factory, tiny_args_for, tiny_backbones):
+    out = tmp_path_factory.mktemp("dinov2")
+    args = backbone_args(tiny_args_for(out), tiny_backbones, "dinov2", out)
+    assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0 and train_main(args) == 0
+    return args, out
+
+
+def test_artifacts_of_one_backbone_are_refused_under_another(dinov2_run, tiny_backbones):
+    args, out = dinov2_run
+    other = [*args, "layout.backbone=dino", f"layout.backbone_model={tiny_backbones['dino']}"]
+    with pytest.raises(SettingsMismatchError) as err:
+        encode_layouts.main(other)
+    assert "backbone: 'dino' (config) vs 'dinov2'" in str(err.value) and "facet: 'key' (config) vs 'token'" in str(
+        err.value)
+    # Another layer: another PCA, and the cache made with the last layer refuses it.
+    assert fit_pca.main([*args, "layout.backbone_layer=2", f"layout.pca_dir={out / 'pca-l2'}"]) == 0
+    with pytest.raises(CacheMismatchError, match="backbone_layer: 4 \\(cache\\) vs 2 \\(config\\)"):
+        encode_layouts.main([*args, "layout.backbone_layer=2", f"layout.pca_dir={out / 'pca-l2'}"])
+    with pytest.raises(ControlNetMismatchError, match="backbone: 'sd' \\(now\\) vs 'dinov2'"):
+        sample.main([*args, "layout.backbone=sd", f"sample.out_dir={out / 's'}"])
+
+
+def test_a_controlnet_trained_on_dinov2_layouts_samples_in_diffusers_alone(dinov2_run, tiny_sd_dir):
+    _, out = dinov2_run
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        controlnet = ControlNetModel.from_pretrained({str(out / "controlnet")!r})
+        pipe = StableDiffusionControlNetPipeline.from_pretrained({str(tiny_sd_dir)!r}, controlnet=controlnet,
+                                                                 safety_checker=None)
+        layout = torch.randn(1, controlnet.config.conditioning_channels, 64, 64)
+        image = pipe("a red ball", image=layout, height=64, width=64, num_inference_steps=2,
+                     generator=torch.Generator().manual_seed(0), output_type="np").images
+        assert not any(name == "lumen" or name.startswith("lumen") for name in sys.modules)
+        print("sampled", image.shape, controlnet.config.conditioning_channels)
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd="/", env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sampled (1, 64, 64, 3) 8" in result.stdout
+
+
+def test_another_backbones_samples_need_a_judge_and_an_sd_judge_measures_them(dinov2_run, prepared_layouts):
+    from lumen_train.commands.evaluate import EvaluationInputError
+
+    args, out = dinov2_run
+    assert sample.main([*args, f"sample.out_dir={out / 'samples'}"]) == 0
+    cfg = load_config([args[0]], [*args[1:], f"evaluate.samples={out / 'samples' / 'samples.json'}"])
+    with pytest.raises(EvaluationInputError, match="come from dinov2 layouts.*evaluate.judge_pca="):
+        evaluate.evaluate(cfg)
+    judged = load_config([args[0]], [*args[1:], f"evaluate.samples={out / 'samples' / 'samples.json'}",
+                                      f"evaluate.judge_pca={prepared_layouts / 'pca'}", f"evaluate.out={out / 'ev'}"])
+    result = evaluate.evaluate(judged)
+    assert result["judge"]["backbone"] == "sd" and result["judge"]["own"] is False
+    assert "Measured with the sd layouts" in (out / "ev" / "metrics.md").read_text()
