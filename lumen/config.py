@@ -392,6 +392,20 @@ class EvaluateConfig:
 
 
 @dataclass
+class CompareConfig:
+    """scripts/compare_backbones.py: one pipeline per backbone on the same images, measured with one judge."""
+
+    backbones: list[str] = setting(factory=lambda: ["sd", "dinov2", "dino", "clip"],
+        doc="The backbones compared (values of layout.backbone); the first SD one's PCA is the judge.")
+    backbone_models: dict[str, str] = setting(factory=dict,
+        doc="backbone -> its layout.backbone_model (unset: that backbone's default model).")
+    train_steps: int = setting(200, low=0,
+        doc="Optimizer steps of each backbone's ControlNet (0: compare the PCAs, speeds and layouts only).")
+    num_sources: int = setting(4, low=1, doc="Validation images sampled and shown for every backbone.")
+    out: str = setting("${output_dir}/compare", doc="Where each backbone's run, the table and the picture go.")
+
+
+@dataclass
 class TinyModelConfig:
     """The tiny random-weight Stable Diffusion that the demo and tests build (lumen.tiny_sd)."""
 
@@ -419,6 +433,7 @@ class LumenConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 class ConfigError(LumenError, ValueError):
@@ -546,6 +561,12 @@ def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
         problems.append(f"bad value for config key 'layout.fusion_weights' (from "
                         f"{sources.get('layout.fusion_weights', 'the defaults')}): {cfg.layout.fusion_weights}; "
                         f"expected two weights, for the SD part and the DINOv2 part")
+    known = [b.value for b in Backbone]
+    unknown = [b for b in cfg.compare.backbones if b not in known]
+    if unknown or len(set(cfg.compare.backbones)) != len(cfg.compare.backbones) or not cfg.compare.backbones:
+        problems.append(f"bad value for config key 'compare.backbones' (from "
+                        f"{sources.get('compare.backbones', 'the defaults')}): {cfg.compare.backbones}; expected "
+                        f"distinct backbones among {', '.join(known)}")
     if cfg.pca.n_components > cfg.pca.num_samples:
         problems.append(
             f"bad value for config key 'pca.n_components' (from {sources.get('pca.n_components', 'the defaults')}): "

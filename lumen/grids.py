@@ -43,3 +43,26 @@ def save_sample_grid(rows: list[GridRow], path: str | Path, title: str, layout_t
             axis.axis("off")
     fig.suptitle(title, fontsize=8)
     return save_figure(fig, path, dpi=90)
+
+
+def save_backbone_comparison(sources: list[np.ndarray], titles: list[str], layouts: dict[str, torch.Tensor],
+                             samples: dict[str, list[np.ndarray]], path: str | Path, title: str) -> Path:
+    """One row per source image: the image, then for every backbone its layout (components 1-3 as RGB) and,
+    where given, the image generated from it. ``layouts[backbone]`` is ``(S, N, h, w)``; ``samples[backbone]``
+    one ``(R, R, 3)`` uint8 image per source (or missing)."""
+    backbones = list(layouts)
+    columns = 1 + sum(2 if samples.get(b) else 1 for b in backbones)
+    fig, axes = pyplot().subplots(len(sources), columns, figsize=(2.1 * columns, 2.2 * len(sources)), squeeze=False)
+    for row, (image, label) in enumerate(zip(sources, titles)):
+        cells = [(image, label)]
+        for backbone in backbones:
+            cells.append((layout_to_image(layouts[backbone][row], size=image.shape[0]), f"{backbone}: layout"))
+            if samples.get(backbone):
+                cells.append((samples[backbone][row], f"{backbone}: sample"))
+        for axis, (picture, name) in zip(axes[row], cells):
+            axis.imshow(picture)
+            if row == 0 or axis is axes[row][0]:
+                axis.set_title(name[:30], fontsize=7, loc="left")
+            axis.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return save_figure(fig, path, dpi=90)

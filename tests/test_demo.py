@@ -12,7 +12,7 @@ def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
     args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={out}", "synthetic.num_train=6", "synthetic.num_val=2",
             "tiny_model.vae_train_steps=0", "pca.num_samples=90", "pca.n_components=8", "encode.shard_size=4",
             "train.max_train_steps=4", "train.checkpointing_steps=2", "validation.steps=4",
-            "validation.num_inference_steps=2", "data.resolution=64"]
+            "validation.num_inference_steps=2", "data.resolution=64", "compare.backbones=[sd,dinov2]"]
     assert demo.main(args) == 0
     captured = capfd.readouterr()  # capfd: the stages run as subprocesses
     text = captured.out + captured.err
@@ -27,6 +27,8 @@ def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
     assert (out / "validation" / "step-000004.png").is_file()
     assert (out / "controlnet" / "lumen.json").is_file()
     assert (out / "tiny-sd" / "model_index.json").is_file()
+    assert (out / "backbones" / "dinov2" / "preprocessor_config.json").is_file()
+    assert (out / "compare" / "comparison.png").is_file()
     assert len(list((out / "data" / "train2017").glob("*.jpg"))) == 6
     stamp = (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     assert demo.main(args) == 0

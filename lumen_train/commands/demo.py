@@ -1,15 +1,17 @@
 """The main job on the embedded default: python scripts/demo.py [CONFIG.yaml ...] [key=value ...]
 
 Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier run already made):
-  1. build the tiny random-weight Stable Diffusion (diffusers format) under output_dir/tiny-sd;
+  1. build the tiny Stable Diffusion (diffusers format) under output_dir/tiny-sd, and tiny vision transformers
+     (DINOv2, DINO, CLIP, SigLIP; random weights) under output_dir/backbones;
   2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
-  3. check the data set with the doctor, and load the model back through the real loading path;
-  4. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
-  5. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
-  6. train the ControlNet for a few dozen steps with two processes (accelerate launch), with checkpoints and
+  3. check the data set with the doctor; 4. load the model back through the real loading path;
+  5. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
+  6. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
+  7. the layouts of every backbone for the same images (scripts/compare_backbones.py, one picture);
+  8. train the ControlNet for a few dozen steps with two processes (train/launch.py), with checkpoints and
      validation grids;
-  7. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
-Stages 5 to 10 run as the commands a user would type, printed before they run.
+  9-11. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
+Stages 5 to 11 run as the commands a user would type, printed before they run.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from lumen.data.preview import save_data_preview
 from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
 from lumen.errors import run_cli
 from lumen.models import TORCH_DTYPES, load_sd_components
+from lumen.tiny_backbones import KINDS, save_tiny_backbone
 from lumen.tiny_sd import save_tiny_sd, tiny_sd_settings
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (scripts/, train/, configs/)
-DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs")
+DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs", "compare")
 DEFAULT_CONFIG = REPO / "configs" / "tiny.yaml"
 
 
@@ -86,6 +89,11 @@ def main(argv=None) -> int:
         if stale:
             print(f"    removed what an earlier demo made with the previous model: {', '.join(p.name for p in stale)}")
     summary.append(f"tiny SD (diffusers format): {model_dir}")
+    backbones = out / "backbones"
+    for kind in KINDS:
+        if not (backbones / kind / "config.json").is_file():
+            save_tiny_backbone(kind, backbones / kind, seed=cfg.tiny_model.seed)
+    summary.append(f"tiny vision transformers (transformers format): {backbones}")
 
     start = _stage(2, "synthetic COCO-Stuff data set")
     syn = cfg.synthetic
@@ -129,7 +137,12 @@ def main(argv=None) -> int:
     if pictures:
         summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
 
-    _stage(7, "train the ControlNet (a few dozen steps, two processes)")
+    _stage(7, "the layouts of every backbone for the same images (SD, DINOv2, DINO, CLIP, SD+DINOv2, any ViT)")
+    _run("scripts/compare_backbones.py", [*argv, "compare.train_steps=0"])
+    summary.append(f"every backbone's layouts of the same images: {Path(cfg.compare.out) / 'comparison.png'} "
+                   f"(table: comparison.md)")
+
+    _stage(8, "train the ControlNet (a few dozen steps, two processes)")
     # An earlier demo's run is continued (already at its last step, it only writes the final ControlNet).
     _run("train/train_controlnet.py", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
     checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
@@ -140,12 +153,12 @@ def main(argv=None) -> int:
     summary.append(f"trained ControlNet (diffusers format + lumen.json): {out / 'controlnet'}")
     summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
 
-    _stage(8, "sample with prompt edits (the layout fixes the scene, the prompt its look)")
+    _stage(9, "sample with prompt edits (the layout fixes the scene, the prompt its look)")
     _run("scripts/sample.py", argv)
     summary.append(f"prompt-edit grids: {sorted(Path(cfg.sample.out_dir).glob('*_grid.png'))[0]} "
                    f"(and the other sources beside it; metadata in samples.json)")
 
-    _stage(9, "sweep the number of layout components (fewer: more diversity, less fidelity)")
+    _stage(10, "sweep the number of layout components (fewer: more diversity, less fidelity)")
     sweep_dir = out / "samples_sweep"
     sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
     _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}",
@@ -153,7 +166,7 @@ def main(argv=None) -> int:
                                "sample.num_images_per_prompt=2", "sample.prompts=[]"])
     summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
 
-    _stage(10, "evaluate the sweep: layout fidelity and diversity per number of components")
+    _stage(11, "evaluate the sweep: layout fidelity and diversity per number of components")
     _run("scripts/evaluate.py", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
     summary.append(f"evaluation table: {Path(cfg.evaluate.out) / 'metrics.md'}")
 

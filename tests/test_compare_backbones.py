@@ -1,0 +1,30 @@
+"""scripts/compare_backbones.py on the tiny config: one run per backbone, one judge, a table and a picture."""
+
+import json
+
+from PIL import Image
+
+from lumen_train.commands import compare_backbones
+
+
+def test_compare_backbones_writes_its_table_json_and_picture(tiny_args, tiny_backbones, tmp_path):
+    out = tmp_path / "compare"
+    models = f"{{dinov2: {tiny_backbones['dinov2']}, clip: {tiny_backbones['clip']}}}"
+    args = [*tiny_args, "compare.backbones=[dinov2,sd,clip]", f"compare.backbone_models={models}",
+            "compare.train_steps=2", "compare.num_sources=1", f"compare.out={out}", "train.report_to=none",
+            "sample.num_inference_steps=2"]
+    assert compare_backbones.main(args) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    assert [row["backbone"] for row in result["rows"]] == ["sd", "dinov2", "clip"]  # the judge's run first
+    assert result["judge_pca"] == str(out / "sd" / "pca")
+    for row in result["rows"]:
+        assert row["n_components"] == 8 and row["extraction_images_per_s"] > 0
+        assert row["diversity"] is not None and row["miou"] is None
+    assert {row["feature_channels"] for row in result["rows"]} == {160, 32}
+    judged = [json.loads((out / name / "evaluation" / "metrics.json").read_text())["judge"] for name in ("dinov2",
+                                                                                                        "clip")]
+    assert all(j["backbone"] == "sd" and j["pca_dir"] == str(out / "sd" / "pca") for j in judged)
+    table = (out / "comparison.md").read_text()
+    assert table.startswith("| backbone | feature channels |") and "| dinov2 | 32 |" in table
+    with Image.open(out / "comparison.png") as picture:
+        assert picture.width > 3 * picture.height  # one row: the source, then layout + sample per backbone
