@@ -5,8 +5,12 @@ Prints, measured side by side in one run (medians of --repeats, A and B alternat
      weights, batch 1 (the ratio is the figure; absolute CPU seconds mean little);
   2. extraction images/s (VAE encode + UNet taps) at batch 1 vs batch 4;
   3. the PCA fit of 40,000 x 3,200 float32 vectors to 20 components (scikit-learn; and the torch path);
-  4. peak memory of PCA sampling on the tiny model over 1x and 4x the images (it must not grow with them).
-With --device cuda --dtype bfloat16 parts 1-2 run on the GPU.
+  4. peak memory of PCA sampling on the tiny model over 1x and 4x the images (it must not grow with them);
+  5. with --backbone NAME (repeatable: dinov2, dino, clip): feature extraction images/s of the real
+     architectures (random weights: DINOv2-B/14, DINO ViT-B/8, CLIP ViT-L/14) on the same images, the ratio to
+     SD's extraction with early exit, and the gain of stopping after the layer read (DINO: 9 of 12, CLIP: 23 of
+     24; DINOv2 reads the last layer).
+With --device cuda --dtype bfloat16 parts 1, 2 and 5 run on the GPU.
 """
 
 from __future__ import annotations
@@ -38,7 +42,21 @@ def sd15_random(device: str, dtype: torch.dtype, tokenizer_dir: Path):
     return vae, unet, text, CLIPTokenizer.from_pretrained(tokenizer_dir), scheduler
 
 
-def bench_extraction(args, work: Path) -> None:
+# Real architectures (no download): class, config, (mean, std), the layer and facet read, as lumen.backbones.
+VIT_ARCHITECTURES = {
+    "dinov2": ("Dinov2Model", "Dinov2Config", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                                   intermediate_size=3072, patch_size=14, image_size=518),
+               "imagenet", 12, "token"),
+    "dino": ("ViTModel", "ViTConfig", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                           intermediate_size=3072, patch_size=8, image_size=224),
+             "imagenet", 9, "key"),
+    "clip": ("CLIPVisionModel", "CLIPVisionConfig", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                                         intermediate_size=4096, patch_size=14, image_size=224),
+             "clip", 23, "token"),
+}
+
+
+def bench_extraction(args, work: Path) -> float:
     tiny = work / "tiny-sd"
     dtype = TORCH_DTYPES[args.dtype]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -68,6 +86,46 @@ def bench_extraction(args, work: Path) -> None:
     print(f"\n[2] extraction (VAE encode + UNet to layer 8) at {args.resolution} px, median of {args.repeats}:")
     print(f"    batch 1: {rates[1]:.3f} images/s | batch 4: {rates[4]:.3f} images/s | "
           f"ratio {rates[4] / rates[1]:.2f}x")
+    return rates[1]
+
+
+def vit_extractors(name: str, args, dtype: torch.dtype):
+    """(early-exit extractor, full-pass extractor, depth) of the real architecture ``name`` with random weights."""
+    import transformers
+
+    from lumen.features.vit import TransformerFeatureExtractor
+    from lumen.tiny_backbones import CLIP_NORM, IMAGENET
+
+    model_cls, config_cls, size, norm, layer, facet = VIT_ARCHITECTURES[name]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_cls)(**size)
+    model = getattr(transformers, model_cls)(config).eval().to(args.device, dtype)
+    mean, std = IMAGENET if norm == "imagenet" else CLIP_NORM
+    image_size = size["patch_size"] * (args.resolution // 16)
+    made = [TransformerFeatureExtractor(model, None, layer, facet, image_size, size["patch_size"], 1, mean, std,
+                                        early_exit=early) for early in (True, False)]
+    return made[0], made[1], config.num_hidden_layers
+
+
+def bench_backbones(args, names: list[str], sd_rate: float) -> None:
+    dtype = TORCH_DTYPES[args.dtype]
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    pixels = torch.rand(1, 3, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    print(f"\n[5] feature extraction per backbone (random weights, the same {args.resolution} px image, batch 1, "
+          f"median of {args.repeats}); SD 1.5 with early exit (VAE + UNet to layer 8): {sd_rate:.3f} images/s")
+    for name in names:
+        early, full, depth = vit_extractors(name, args, dtype)
+        early.features(pixels), full.features(pixels)  # warm-up
+        seconds = {"early": [], "full": []}
+        for _ in range(args.repeats):
+            for kind, extractor in (("early", early), ("full", full)):
+                seconds[kind].append(timed(lambda e=extractor: e.features(pixels), sync))
+        med = {k: statistics.median(v) for k, v in seconds.items()}
+        rate = 1 / med["early"]
+        gain = (f"stopping after layer {early.layer} of {depth}: {med['full'] / med['early']:.2f}x"
+                if early.layer < depth else "reads the last layer (no early exit)")
+        print(f"    {name:7s} {early.image_size} px, {early.facet} facet of layer {early.layer}: {rate:.3f} images/s "
+              f"({rate / sd_rate:.2f}x SD's rate) | {gain}", flush=True)
 
 
 def bench_pca(args) -> None:
@@ -137,6 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=list(TORCH_DTYPES))
     parser.add_argument("--only", choices=["extraction", "pca", "memory"], default=None)
+    parser.add_argument("--backbone", action="append", choices=sorted(VIT_ARCHITECTURES), default=[],
+                        help="also measure this backbone's extraction (repeatable)")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
@@ -146,8 +206,10 @@ def main(argv=None) -> int:
             from lumen.tiny_sd import save_tiny_sd
 
             save_tiny_sd(work / "tiny-sd")
-        if args.only in (None, "extraction"):
-            bench_extraction(args, work)
+        if args.only in (None, "extraction") or args.backbone:
+            sd_rate = bench_extraction(args, work)
+            if args.backbone:
+                bench_backbones(args, args.backbone, sd_rate)
         if args.only in (None, "pca"):
             bench_pca(args)
         if args.only in (None, "memory"):

@@ -106,3 +106,36 @@ def test_another_backbones_samples_need_a_judge_and_an_sd_judge_measures_them(di
     result = evaluate.evaluate(judged)
     assert result["judge"]["backbone"] == "sd" and result["judge"]["own"] is False
     assert "Measured with the sd layouts" in (out / "ev" / "metrics.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_every_backbone_fits_and_encodes_the_real_photos(backbone, shared_data, tiny_sd_dir, tiny_backbones,
+                                                         tmp_path):
+    args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={tmp_path}", f"model.pretrained={tiny_sd_dir}",
+            f"data.root={shared_data / 'coco-mini'}", f"layout.backbone={backbone}",
+            f"layout.backbone_model={tiny_backbones[BACKBONES[backbone]]}"]
+    assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
+    pca = json.loads((tmp_path / "pca" / "pca.json").read_text())
+    assert pca["backbone"] == backbone and pca["num_samples"] == 2000 and pca["skipped_images"] == 0
+    index = json.loads((tmp_path / "cache" / "train" / "index.json").read_text())
+    assert index["rows"] == 80
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_every_backbone_trains_on_two_processes(backbone, tiny_args, tiny_backbones, tmp_path):
+    out = tmp_path / "run"
+    args = backbone_args(tiny_args, tiny_backbones, backbone, out)
+    assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
+    command = [sys.executable, "train/launch.py", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
+               "train/train_controlnet.py", *args, "train.batch_size=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "world size 2" in result.stdout + result.stderr
+    assert json.loads((out / "controlnet" / "lumen.json").read_text())["layout"]["backbone"] == backbone
+    assert sample.main(args) == 0
+    cfg = load_config([args[0]], [*args[1:], f"evaluate.judge_pca={out / 'pca'}"])
+    assert evaluate.evaluate(cfg)["rows"][0]["images"] == 1

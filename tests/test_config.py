@@ -90,6 +90,18 @@ def test_shipped_configs_load(name):
     assert cfg.data.resolution in (128, 512)
 
 
+@pytest.mark.parametrize("name", ["dinov2", "dino", "clip", "sd_dinov2", "compare"])
+def test_backbone_configs_stack_on_the_real_run(name):
+    configs = REPO / "configs"
+    cfg = load_config([configs / "lumen_sd15_coco_stuff.yaml", configs / "backbones" / f"{name}.yaml"])
+    assert cfg.data.resolution == 512 and cfg.model.dtype.value == "bfloat16"
+    if name == "compare":
+        assert cfg.compare.backbones == ["sd", "dinov2", "dino", "clip", "sd+dinov2"]
+    else:
+        assert cfg.layout.backbone.value == name.replace("_", "+") and cfg.layout.backbone_model
+        assert cfg.output_dir == f"outputs/lumen_{name}_coco_stuff"
+
+
 def test_real_run_config_is_sd15_at_512_in_bf16():
     cfg = load_config([REPO / "configs" / "lumen_sd15_coco_stuff.yaml"])
     assert cfg.model.pretrained == "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -7,7 +7,7 @@ from lumen_train.commands import demo, make_tiny_sd
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
+def test_demo_builds_model_and_data_and_runs_every_stage(tmp_path, capfd):
     out = tmp_path / "demo"
     args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={out}", "synthetic.num_train=6", "synthetic.num_val=2",
             "tiny_model.vae_train_steps=0", "pca.num_samples=90", "pca.n_components=8", "encode.shard_size=4",
@@ -30,10 +30,20 @@ def test_demo_builds_model_and_data_then_reuses_them(tmp_path, capfd):
     assert (out / "backbones" / "dinov2" / "preprocessor_config.json").is_file()
     assert (out / "compare" / "comparison.png").is_file()
     assert len(list((out / "data" / "train2017").glob("*.jpg"))) == 6
-    stamp = (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    assert demo.main(args) == 0
-    assert "reusing" in capfd.readouterr().out
-    assert (out / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_second_demo_reuses_the_tiny_models(tmp_path, capsys):
+    from lumen.config import load_config
+
+    cfg = load_config([REPO / "configs" / "tiny.yaml"], [f"output_dir={tmp_path}", "tiny_model.vae_train_steps=0"])
+    demo.prepare_tiny_models(cfg, tmp_path)
+    weights = tmp_path / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors"
+    stamps = {p: p.stat().st_mtime_ns for p in [weights, *(tmp_path / "backbones").rglob("*.safetensors")]}
+    assert len(stamps) == 6  # the SD UNet and five transformers
+    capsys.readouterr()
+    demo.prepare_tiny_models(cfg, tmp_path)
+    assert "reusing" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 def test_make_tiny_sd_writes_a_loadable_pipeline(tmp_path):

@@ -65,16 +65,10 @@ def _stage(number: int, title: str) -> float:
     return time.perf_counter()
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a.endswith((".yaml", ".yml")) for a in argv):
-        argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
-    cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
-    out = Path(cfg.output_dir)
-    config_path = save_config(cfg, out, "demo_config.yaml")
-    summary = [f"resolved config: {config_path}"]
-
-    start = _stage(1, "tiny Stable Diffusion")
+def prepare_tiny_models(cfg, out: Path) -> list[str]:
+    """Build the tiny SD and the tiny vision transformers, or reuse those an earlier demo built with the same
+    settings. A rebuilt SD makes the earlier demo's layouts, ControlNets and samples stale: they are removed."""
+    start = time.perf_counter()
     model_dir = Path(cfg.model.pretrained)
     wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps,
               "unet_train_steps": cfg.tiny_model.unet_train_steps}
@@ -88,12 +82,25 @@ def main(argv=None) -> int:
             shutil.rmtree(path)
         if stale:
             print(f"    removed what an earlier demo made with the previous model: {', '.join(p.name for p in stale)}")
-    summary.append(f"tiny SD (diffusers format): {model_dir}")
     backbones = out / "backbones"
     for kind in KINDS:
         if not (backbones / kind / "config.json").is_file():
             save_tiny_backbone(kind, backbones / kind, seed=cfg.tiny_model.seed)
-    summary.append(f"tiny vision transformers (transformers format): {backbones}")
+    return [f"tiny SD (diffusers format): {model_dir}",
+            f"tiny vision transformers (transformers format): {backbones}"]
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.endswith((".yaml", ".yml")) for a in argv):
+        argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
+    cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
+    out = Path(cfg.output_dir)
+    config_path = save_config(cfg, out, "demo_config.yaml")
+    summary = [f"resolved config: {config_path}"]
+
+    _stage(1, "tiny Stable Diffusion and tiny vision transformers")
+    summary += prepare_tiny_models(cfg, out)
 
     start = _stage(2, "synthetic COCO-Stuff data set")
     syn = cfg.synthetic
