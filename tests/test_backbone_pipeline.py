@@ -3,6 +3,7 @@ evaluation; artifacts record the backbone and refuse another."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,18 @@ def test_artifacts_of_one_backbone_are_refused_under_another(dinov2_run, tiny_ba
         encode_layouts.main([*args, "layout.backbone_layer=2", f"layout.pca_dir={out / 'pca-l2'}"])
     with pytest.raises(ControlNetMismatchError, match="backbone: 'sd' \\(now\\) vs 'dinov2'"):
         sample.main([*args, "layout.backbone=sd", f"sample.out_dir={out / 's'}"])
+
+
+def test_layouts_on_the_fly_and_validation_run_the_backbone(dinov2_run, tmp_path):
+    """train.use_cache=false: the DINOv2 backbone makes the layouts every step, and the validation set's."""
+    args, _ = dinov2_run
+    out = tmp_path / "fly"
+    out.mkdir()
+    shutil.copytree(dinov2_run[1] / "pca", out / "pca")
+    assert train_main([*args, f"output_dir={out}", "train.use_cache=false", "train.max_train_steps=1",
+                       "validation.steps=1", "validation.num_images=1", "validation.num_inference_steps=2"]) == 0
+    assert (out / "validation" / "step-000001.png").is_file()
+    assert json.loads((out / "controlnet" / "lumen.json").read_text())["layout"]["backbone"] == "dinov2"
 
 
 def test_a_controlnet_trained_on_dinov2_layouts_samples_in_diffusers_alone(dinov2_run, tiny_sd_dir):
