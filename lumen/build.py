@@ -177,6 +177,7 @@ class SamplingSetup:
         self.controlnet = load_part("ControlNet", self.folder, lambda: ControlNetModel.from_pretrained(
             self.folder, torch_dtype=self.dtype)).to(self.device)
         self.extractor = build_extractor(cfg, self.parts, dtype=layout_dtype)
+        self.batch_invariant = s.batch_invariant
         self.encoder = LayoutEncoder(self.pca)
         self.pipes: dict[str, object] = {}
 

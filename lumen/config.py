@@ -135,7 +135,13 @@ class DataConfig:
             "and at least 64 (the UNet halves the latent three times).")
     max_bad_fraction: float = setting(0.01, low=0, high=1,
         doc="A split with more unusable images (missing, unreadable, truncated) than this fraction is refused.")
-    num_workers: int = setting(2, low=0, doc="DataLoader worker processes that decode images.")
+    num_workers: int = setting(2, low=0, doc="DataLoader worker processes that decode images (or read the cache).")
+    pin_memory: Optional[bool] = setting(None,
+        doc="Page-locked batches for faster host-to-GPU copies (None: when training on a GPU).")
+    prefetch_factor: Optional[int] = setting(None, low=1,
+        doc="Batches each worker loads ahead (None: torch's default, 2; needs data.num_workers > 0).")
+    persistent_workers: bool = setting(True,
+        doc="Keep the DataLoader workers alive from one epoch to the next (with data.num_workers > 0).")
     limit: Optional[int] = setting(None, low=1, doc="Use only the first N images of each split (by image id).")
 
 
@@ -252,6 +258,12 @@ class Attention(str, enum.Enum):
     xformers = "xformers"
 
 
+class CompileMode(str, enum.Enum):
+    default = "default"
+    reduce_overhead = "reduce-overhead"
+    max_autotune = "max-autotune"
+
+
 class Tracker(str, enum.Enum):
     tensorboard = "tensorboard"
     wandb = "wandb"  # WANDB_MODE=offline works without network
@@ -287,6 +299,12 @@ class TrainConfig:
     attention: Attention = setting(Attention.sdpa, doc="Attention kernels: sdpa (torch) or xformers.")
     allow_tf32: bool = setting(False, doc="TF32 matmuls on Ampere and newer GPUs.")
     channels_last: bool = setting(False, doc="Channels-last memory format for the UNet and the ControlNet.")
+    compile: bool = setting(False,
+        doc="torch.compile the ControlNet (in place: checkpoints, EMA and save_pretrained see the same module).")
+    compile_unet: bool = setting(False,
+        doc="torch.compile the frozen UNet's training forward (layout extraction and validation stay eager).")
+    compile_mode: CompileMode = setting(CompileMode.default,
+        doc="torch.compile mode: default, reduce-overhead (CUDA graphs) or max-autotune.")
     empty_prompt_probability: float = setting(0.5, low=0, high=1,
         doc="Probability that a training draw uses the empty prompt (classifier-free guidance; ControlNet used "
             "0.5).")
@@ -355,6 +373,9 @@ class SampleConfig:
         doc="None: the dtype the ControlNet's layouts were made in (lumen.json), so layouts are computed "
             "exactly as in training; another dtype is refused, since it would compute the layouts differently.")
     device: Optional[str] = setting(None, doc="None: cuda when available.")
+    batch_invariant: Optional[bool] = setting(None,
+        doc="Sample so that an image is the same bits in any batch (few-row linears one sample at a time, VAE "
+            "slicing): exact on the CPU, no guarantee on a GPU (None: on the CPU only).")
     n_components: Optional[int] = setting(None, low=1, doc="Keep the first k whitened components (None: all).")
     sweep_components: list[int] = setting(factory=list, low=1, doc="One grid over these k instead of prompts.")
     out_dir: str = setting("${output_dir}/samples", doc="Where images, grids and samples.json go.")
@@ -463,8 +484,35 @@ def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"bad value for config key '{key}' (from {source}): {msg}")
 
 
+# YAML 1.1 reads a bare no / yes / off / on as a boolean; for a choice key they mean the choice of that name.
+_BOOLEAN_WORDS = {False: ("no", "off", "false"), True: ("yes", "on", "true")}
+
+
+def _booleans_as_choices(node: DictConfig, schema: Any = LumenConfig) -> DictConfig:
+    """``node`` with a boolean given to a choice key (``train.mixed_precision: no``) replaced by the choice
+    it names, when the choices have one."""
+    import typing
+
+    plain = OmegaConf.to_container(node, resolve=False)
+
+    def fix(values: dict, cls: Any) -> None:
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            kind = hints.get(key)
+            if isinstance(value, dict) and is_dataclass(kind):
+                fix(value, kind)
+            elif isinstance(value, bool) and isinstance(kind, type) and issubclass(kind, enum.Enum):
+                names = [m.value for m in kind]
+                values[key] = next((w for w in _BOOLEAN_WORDS[value] if w in names), value)
+
+    if isinstance(plain, dict):
+        fix(plain, schema)
+    return OmegaConf.create(plain)
+
+
 def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
     try:
+        other = _booleans_as_choices(other)
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:
         raise _explain(err, source) from None

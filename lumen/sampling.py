@@ -7,7 +7,7 @@ the seed stored in the metadata regenerates it.
 from __future__ import annotations
 
 import types
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -92,15 +92,19 @@ class SampleJob:
         return asdict(self)
 
 
-def run_jobs(pipe, layouts: torch.Tensor, jobs: list[SampleJob], batch_size: int, progress=None) -> list[np.ndarray]:
+def run_jobs(pipe, layouts: torch.Tensor, jobs: list[SampleJob], batch_size: int, progress=None,
+             batch_invariant: Optional[bool] = None) -> list[np.ndarray]:
     """Generate ``jobs`` in batches of ``batch_size``; ``layouts`` is ``(S, N, h, w)`` (one per source).
 
     Jobs in one batch must share steps, guidance, conditioning scale and resolution (true within one run).
-    Returns one ``(R, R, 3)`` uint8 array per job, in order.
+    ``batch_invariant`` (None: on the CPU only) samples under ``batch_size_invariant``: on the CPU it makes an
+    image the same bits in any batch; on a GPU it guarantees nothing (cuDNN picks algorithms by batch size)
+    and costs speed. Returns one ``(R, R, 3)`` uint8 array per job, in order.
     """
     images: list[np.ndarray] = []
     device = pipe.unet.device
-    with batch_size_invariant(pipe):
+    invariant = device.type == "cpu" if batch_invariant is None else batch_invariant
+    with batch_size_invariant(pipe) if invariant else nullcontext():
         for start in range(0, len(jobs), batch_size):
             images += _run_batch(pipe, layouts, jobs[start:start + batch_size], device)
             if progress is not None:

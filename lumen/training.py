@@ -99,9 +99,10 @@ class ControlNetTask:
                 raise ValueError("a batch of images needs the extractor and the encoder (train.use_cache=false)")
             output = self.extractor(batch["pixel_values"])
             mean, std, layout = output.latent_mean, output.latent_std, self.encoder(output.features)
-        # Drawn on the CPU from the step's generator, so every device and both data paths draw alike.
-        eps = torch.randn(mean.shape, generator=generator)
-        latents = (mean.float().cpu() + std.float().cpu() * eps) * self.scaling_factor
+        # Drawn on the CPU from the step's generator, so every device and both data paths draw alike; the draw
+        # goes to the device (copying the posterior to the host instead would wait for all queued GPU work).
+        eps = torch.randn(mean.shape, generator=generator).to(mean.device)
+        latents = (mean.float() + std.float() * eps) * self.scaling_factor
         if n_components is not None:
             layout = torch.stack([truncate_components(layout[b:b + 1], k)[0] for b, k in enumerate(n_components)])
         condition = resize_layout(layout.float(), self.resolution)

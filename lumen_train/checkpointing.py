@@ -94,6 +94,22 @@ def _everyone_succeeded(accelerator, succeeded: bool) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
 
 
+FORMAT_NAMES = {"plain": "single-process / DDP", "deepspeed": "DeepSpeed", "fsdp": "FSDP"}
+
+
+class CheckpointFormatError(LumenError):
+    """A checkpoint written under another distributed mode, whose state accelerate cannot load in this one."""
+
+
+def state_format(accelerator) -> str:
+    """How accelerate stores the model and optimizer state in this run: DeepSpeed and FSDP use their own files;
+    one process, DDP and multi-node DDP share one format (they resume one another, any number of processes)."""
+    from accelerate.utils import DistributedType
+
+    return {DistributedType.DEEPSPEED: "deepspeed", DistributedType.FSDP: "fsdp"}.get(accelerator.distributed_type,
+                                                                                      "plain")
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, generator: torch.Generator,
                     total_limit: Optional[int]) -> Path:
     """Write ``checkpoint-<step>`` atomically (every process takes part) and prune old ones.
@@ -119,6 +135,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, generator: torch.G
         try:
             with writing(tmp, f"checkpoint-{step}"):
                 state = {"global_step": step, "num_processes": accelerator.num_processes,
+                         "state_format": state_format(accelerator),
                          "files": file_manifest(tmp, exclude=[TRAINER_STATE])}
                 (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
                 if final.exists():  # the same step saved again (a stop right after a periodic checkpoint)
@@ -151,6 +168,13 @@ def load_checkpoint(accelerator, path: Path, generator: torch.Generator) -> tupl
     and random draws now differ from the original run's)."""
     state = json.loads((path / TRAINER_STATE).read_text())
     step, written_by = int(state["global_step"]), int(state["num_processes"])
+    written_as, running_as = state.get("state_format", "plain"), state_format(accelerator)
+    if written_as != running_as:
+        raise CheckpointFormatError(
+            f"{path} holds its model and optimizer state in {FORMAT_NAMES[written_as]}'s format, and this run uses "
+            f"{FORMAT_NAMES[running_as]}: accelerate cannot load one into the other. Resume it with the accelerate "
+            f"config it was written with, or start a new run from its weights with "
+            f"train.controlnet={path / 'controlnet'} (a fresh optimizer)")
     accelerator.load_state(str(path))
     own = path / f"generator_{accelerator.process_index}.safetensors"
     if written_by == accelerator.num_processes and own.is_file():

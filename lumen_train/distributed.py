@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Optional
 
 import torch
@@ -20,8 +21,15 @@ from lumen.folder_lock import FolderInUseError, FolderLock
 
 def make_accelerator(**kwargs) -> Accelerator:
     """An Accelerator; on a machine without a GPU, a CPU one, so ``accelerate launch --multi_gpu`` (or
-    configs/accelerate/cpu_2proc.yaml) gives real gloo ranks instead of independent single processes."""
-    return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+    configs/accelerate/cpu_2proc.yaml) gives real gloo ranks instead of independent single processes. A launch
+    with DeepSpeed keeps it (DeepSpeed has its own CPU accelerator; ``cpu=True`` would silently drop it)."""
+    launched_with = {name: os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() in ("1", "true", "yes")
+                     for name in ("DEEPSPEED", "FSDP")}
+    if launched_with["FSDP"] and not torch.cuda.is_available():
+        raise LumenError("FSDP needs a GPU (accelerate builds it only on an accelerator: CUDA, XPU, ...), and none "
+                         "is visible. Without a GPU use DDP (configs/accelerate/cpu_2proc.yaml) or DeepSpeed "
+                         "(configs/accelerate/deepspeed_zero2.yaml)")
+    return Accelerator(cpu=not torch.cuda.is_available() and not launched_with["DEEPSPEED"], **kwargs)
 
 
 def gather_rows(accelerator: Accelerator, ids: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

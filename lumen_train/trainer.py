@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from tqdm import tqdm
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
@@ -238,6 +238,13 @@ class Trainer:
         if t.channels_last:
             controlnet.to(memory_format=torch.channels_last)
             parts.unet.to(memory_format=torch.channels_last)
+        if t.compile:
+            # In place: the module keeps its type and its state_dict keys, so checkpoints, EMA and
+            # save_pretrained see the ControlNet as it is.
+            controlnet.compile(mode=t.compile_mode.value)
+        # The frozen UNet is compiled for the training forward only (a wrapper sharing its weights): layout
+        # extraction (hooks and an early exit) and validation sampling use it eagerly.
+        training_unet = torch.compile(parts.unet, mode=t.compile_mode.value) if t.compile_unet else parts.unet
 
         # 6. Data: the cache by default, or images with layouts computed every step (by the training UNet,
         # so its dtype must be the one the PCA's layouts were made in).
@@ -251,10 +258,14 @@ class Trainer:
             self.dataset = split_dataset(cfg, cfg.data.train_split, train=True)
             collate = collate_skipping_bad
         self.problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=t.batch_size, shuffle=True,
-                                             num_workers=cfg.data.num_workers, collate_fn=collate,
-                                             generator=torch.Generator().manual_seed(cfg.seed))
-        self.task = ControlNetTask(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer,
+        workers = cfg.data.num_workers
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=t.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            pin_memory=cfg.data.pin_memory if cfg.data.pin_memory is not None else acc.device.type == "cuda",
+            **(dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
+               if workers > 0 else {}))
+        self.task = ControlNetTask(parts.vae, training_unet, parts.text_encoder, parts.tokenizer,
                                    parts.noise_scheduler, cfg.data.resolution, extractor=extractor, encoder=encoder,
                                    weight_dtype=self.weight_dtype)
 
@@ -276,6 +287,9 @@ class Trainer:
 
         # 8. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
         self.ema = None
+        if t.ema and acc.distributed_type == DistributedType.FSDP:
+            raise LumenError("train.ema=true does not work with FSDP (each process holds a shard of the weights): "
+                             "train with DDP or DeepSpeed ZeRO-2 (configs/accelerate/), or set train.ema=false")
         if t.ema:
             from diffusers import ControlNetModel
             from diffusers.training_utils import EMAModel
@@ -327,10 +341,32 @@ class Trainer:
         return build_validation_set(val, cfg.validation.num_images, self.extractor, self.encoder)
 
     # -- checkpoint hooks: the ControlNet is stored in diffusers format inside each checkpoint ---------------
+    @property
+    def _sharded(self) -> bool:
+        """Whether the prepared ControlNet is wrapped by FSDP or DeepSpeed (accelerate saves and loads its
+        state itself there; Lumen adds the diffusers copy)."""
+        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def _full_controlnet(self, model) -> Optional[torch.nn.Module]:
+        """The ControlNet with all its weights, on the main process (None elsewhere). Every process must call
+        it: under FSDP (and DeepSpeed ZeRO-3) gathering the shards is a collective."""
+        acc = self.accelerator
+        if not self._sharded:
+            return acc.unwrap_model(model) if acc.is_main_process else None
+        state = acc.get_state_dict(model)
+        if not acc.is_main_process:
+            return None
+        from diffusers import ControlNetModel
+
+        full = ControlNetModel.from_config(acc.unwrap_model(model).config)
+        full.load_state_dict(state)
+        return full
+
     def _save_hook(self, models, weights, output_dir) -> None:
-        if self.accelerator.is_main_process:
-            for model in models:
-                self.accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "controlnet")
+        for model in models:
+            full = self._full_controlnet(model)
+            if full is not None:
+                full.save_pretrained(Path(output_dir) / "controlnet")
                 write_lumen_json(Path(output_dir) / "controlnet", self.metadata)
         while weights:  # saved above: accelerate must not write a second copy
             weights.pop()
@@ -338,6 +374,8 @@ class Trainer:
     def _load_hook(self, models, input_dir) -> None:
         from diffusers import ControlNetModel
 
+        if self._sharded:  # accelerate restores FSDP / DeepSpeed models from its own files
+            return
         folder = Path(input_dir) / "controlnet"
         while models:
             model = models.pop()
@@ -516,10 +554,14 @@ class Trainer:
 
     def validate(self) -> Optional[Path]:
         cfg = self.cfg.validation
-        result = run_validation(self.accelerator, self.parts, self.accelerator.unwrap_model(self.controlnet),
-                                self.validation_set, list(cfg.prompt_edits), self.global_step,
-                                self.out / "validation", cfg.num_inference_steps, cfg.guidance_scale,
-                                cfg.conditioning_scale, cfg.seed)
+        controlnet = self._full_controlnet(self.controlnet) if self._sharded else \
+            self.accelerator.unwrap_model(self.controlnet)
+        if self._sharded and controlnet is not None:
+            controlnet.to(self.accelerator.device)
+        result = run_validation(self.accelerator, self.parts, controlnet, self.validation_set,
+                                list(cfg.prompt_edits), self.global_step, self.out / "validation",
+                                cfg.num_inference_steps, cfg.guidance_scale, cfg.conditioning_scale, cfg.seed,
+                                main_only=self._sharded)
         if result is None:
             return None
         path, samples = result
@@ -535,9 +577,9 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         final = self.out / "controlnet"
+        controlnet = self._full_controlnet(self.controlnet)
         if acc.is_main_process:
             metadata = self.metadata
-            controlnet = acc.unwrap_model(self.controlnet)
             with writing(final, "the final ControlNet"):
                 controlnet.save_pretrained(final)
                 write_lumen_json(final, metadata)

@@ -65,12 +65,21 @@ def _residuals_in(dtype: torch.dtype):
 
 def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_edits: list[str], step: int,
                    out_dir: Path, num_inference_steps: int, guidance_scale: float, conditioning_scale: float,
-                   seed: int) -> Optional[tuple[Path, dict]]:
-    """Sample every (validation image, prompt) pair. On the main process returns the grid's path and the
-    samples ``{(image index, prompt index): (R, R, 3) uint8}``; None elsewhere."""
+                   seed: int, main_only: bool = False) -> Optional[tuple[Path, dict]]:
+    """Sample every (validation image, prompt) pair, shared among the processes; with ``main_only`` (a sharded
+    ControlNet gathered on the main process, ``controlnet`` None elsewhere) the main process samples them all.
+    On the main process returns the grid's path and the samples ``{(image index, prompt index): (R, R, 3)
+    uint8}``; None elsewhere."""
     resolution = val.images.shape[-1]
     prompts = [[caption, *prompt_edits] for caption in val.captions]
     jobs = [(i, j) for i in range(len(prompts)) for j in range(len(prompts[i]))]
+    if main_only:
+        if not accelerator.is_main_process:
+            gather_object([])
+            return None
+        mine = jobs
+    else:
+        mine = jobs[accelerator.process_index::accelerator.num_processes]
     pipe = build_controlnet_pipeline(parts, controlnet)
     results = []
     was_training = controlnet.training
@@ -80,7 +89,7 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
     cast = controlnet.register_forward_hook(_residuals_in(parts.unet.dtype))
     try:
         with torch.no_grad(), accelerator.autocast():
-            for i, j in jobs[accelerator.process_index::accelerator.num_processes]:
+            for i, j in mine:
                 condition = resize_layout(val.layouts[i:i + 1], resolution).to(accelerator.device)
                 image = pipe(prompts[i][j], image=condition, height=resolution, width=resolution,
                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,

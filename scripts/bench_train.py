@@ -1,142 +1,117 @@
-"""Training step time, cached vs on-the-fly data: python scripts/bench_train.py [--steps 5] [--resolution 512]
+"""Training step speed, lever by lever: python scripts/bench_train.py [--resolution 512] [--batch-size 1]
 
-Runs, side by side in one process on the same model and batch (A and B alternated, medians of --steps after
-a warm-up step), the full training step (forward, backward, AdamW step) of
-  - the cached path: layout and VAE posterior read from the cache;
-  - the on-the-fly path: VAE encode + the frozen UNet pass to decoder layer 8 for the layout, every step;
-on SD 1.5's architecture with random weights (batch --batch-size, default 1), and prints the ratio.
-Then the same on the tiny model at the tiny config's 128 px and batch 4, as steps/s.
-With a GPU: --device cuda --mixed-precision bf16 --batch-size 8 --gradient-checkpointing both for images/s and
-peak memory with and without gradient checkpointing.
+On SD 1.5's architecture with random weights (or the tiny model with --model tiny), each lever is measured
+side by side in one run: the step without it and with it, alternated, medians of --steps steps after a warm-up,
+as a ratio. Every step is a full optimizer step (forward, backward, clipping, AdamW). The pairs:
+  - the cached data path vs layouts and latents computed every step (the target: >= 1.5x at 512 px);
+  - Lumen's cached step vs the step of diffusers' examples/controlnet/train_controlnet.py (VAE encode and
+    text encoder every step, a 3-channel image condition at image resolution, no cache);
+  - fused vs foreach AdamW, channels_last, gradient checkpointing, and (--compile, or on a GPU)
+    torch.compile of the ControlNet and the frozen UNet.
+FLOPs are counted with torch.utils.flop_counter on one eager step of each data path; TFLOP/s and % of the
+device's bf16 dense peak are printed where the peak is known (--peak-tflops to give it). Then the cached
+DataLoader's read speed alone, with workers and pinned memory. On a GPU use e.g. --mixed-precision bf16
+--batch-size 8; scripts/gpu_check.sh runs the full GPU sweep.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from lumen.controlnet import controlnet_from_unet
+from lumen.benchmarking import device_name, peak_tflops
 from lumen.cpu_memory import keep_freed_cpu_memory
-from lumen.features.sd import SDFeatureExtractor
-from lumen.layout import LayoutEncoder
 from lumen.models import MIXED_PRECISION_DTYPES
-from lumen.pca import PCA
-from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
-from lumen.training import ControlNetTask, build_optimizer
+from lumen.train_step_bench import (
+    DATA_PATHS,
+    cached_loader_speed,
+    compare,
+    freeze_parts,
+    frozen_models,
+    lever_variants,
+    model_flops,
+)
 
 
-def random_pca(feature_dim: int, n_components: int = 20) -> PCA:
-    """An orthonormal projection of the right shape (the step time does not depend on the PCA's values)."""
-    q, _ = torch.linalg.qr(torch.randn(feature_dim, n_components))
-    return PCA(torch.zeros(feature_dim), q.T.contiguous(), torch.linspace(2.0, 0.1, n_components),
-               torch.full((n_components,), 0.01))
-
-
-def bench(name, vae, unet, text_encoder, tokenizer, scheduler, resolution, batch_size, steps, device, dtype,
-          gradient_checkpointing=False) -> None:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for module in (vae, unet, text_encoder):
-        module.to(device, dtype)
-    extractor = SDFeatureExtractor(vae, unet, text_encoder, tokenizer, scheduler, layers=(2, 5, 8))
-    probe = extractor(torch.zeros(1, 3, resolution, resolution))
-    pca = random_pca(probe.features.shape[1])
-    grid = probe.features.shape[-2:]
-    task = ControlNetTask(vae, unet, text_encoder, tokenizer, scheduler, resolution, extractor=extractor,
-                          encoder=LayoutEncoder(pca), weight_dtype=dtype)
-    controlnet = controlnet_from_unet(unet.float(), conditioning_channels=pca.n_components).to(device).train()
-    unet.to(dtype)
-    if gradient_checkpointing:
-        controlnet.enable_gradient_checkpointing()
-    optimizer = build_optimizer(controlnet.parameters(), 1e-5)  # what the trainer uses
-    captions = ["a red ball on the grass under a blue sky"] * batch_size
-    latent = resolution // 8
-    batches = {
-        "cached": {"layout": torch.randn(batch_size, pca.n_components, *grid),
-                   "latent_mean": torch.randn(batch_size, 4, latent, latent),
-                   "latent_std": torch.rand(batch_size, 4, latent, latent) * 0.1, "caption": captions},
-        "on-the-fly": {"pixel_values": torch.rand(batch_size, 3, resolution, resolution) * 2 - 1,
-                       "caption": captions},
-    }
-    autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
-    generator = torch.Generator().manual_seed(0)
-
-    def step(batch):
-        with autocast:
-            loss = task.forward(controlnet, batch, generator).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    times = {key: [] for key in batches}
-    peak = {key: 0 for key in batches}
-    for key in batches:  # warm-up
-        step(batches[key])
-    for _ in range(steps):
-        for key, batch in batches.items():
-            sync()
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            step(batch)
-            sync()
-            times[key].append(time.perf_counter() - start)
-            if device.startswith("cuda"):
-                peak[key] = max(peak[key], torch.cuda.max_memory_allocated())
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{name}: {resolution} px, batch {batch_size}, {device}, {str(dtype).replace('torch.', '')}"
-          f"{', gradient checkpointing' if gradient_checkpointing else ''}; median of {steps} steps")
-    for key in batches:
-        memory = f"  peak {peak[key] / 2**30:5.1f} GiB" if device.startswith("cuda") else ""
-        print(f"    {key:10s} {med[key]:8.3f} s/step  {1 / med[key]:7.3f} steps/s  "
-              f"{batch_size / med[key]:7.3f} images/s{memory}")
-    print(f"    cached path is {med['on-the-fly'] / med['cached']:.2f}x faster")
+def fmt(value, pattern: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, pattern)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--model", choices=["sd15", "tiny"], default="sd15")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (medians)")
+    parser.add_argument("--resolution", type=int, default=None, help="default: 512 (sd15), 128 (tiny)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 1 on the CPU, 8 on a GPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
-    parser.add_argument("--gradient-checkpointing", choices=["off", "on", "both"], default="off",
-                        help="of the ControlNet; 'both' measures each in turn")
-    parser.add_argument("--skip-sd15", action="store_true", help="only the tiny model")
-    parser.add_argument("--return-freed-memory", action="store_true",
-                        help="leave glibc's defaults (freed memory goes back to the OS; page faults every step)")
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
+                        help="default: bf16 on a GPU, no on the CPU")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="include the torch.compile lever (default: on a GPU or with --model tiny; compiling "
+                             "SD 1.5 on two CPU cores takes many minutes)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only the levers whose description contains this text (repeatable)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak")
+    parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    dtype = MIXED_PRECISION_DTYPES[args.mixed_precision]
-    kept = args.device == "cpu" and not args.return_freed_memory and keep_freed_cpu_memory()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-          + (", freed memory kept in the process (as the trainer does on the CPU)" if kept else ""))
-    with tempfile.TemporaryDirectory() as tmp:
-        tiny = save_tiny_sd(Path(tmp) / "tiny-sd")
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+    cuda = args.device.startswith("cuda")
+    resolution = args.resolution or (512 if args.model == "sd15" else 128)
+    batch_size = args.batch_size or (8 if cuda else (1 if args.model == "sd15" else 4))
+    precision = args.mixed_precision or ("bf16" if cuda else "no")
+    dtype = MIXED_PRECISION_DTYPES[precision]
+    compile_levers = args.compile if args.compile is not None else (cuda or args.model == "tiny")
+    name = device_name(args.device)
+    peak = peak_tflops(name, args.peak_tflops)
+    kept = not cuda and keep_freed_cpu_memory()
+    print(f"torch {torch.__version__} on {name} ({torch.get_num_threads()} threads); {args.model}, {resolution} px, "
+          f"batch {batch_size}, mixed precision {precision}; medians of {args.steps} steps after a warm-up"
+          + ("; freed memory kept in the process, as the trainer does on the CPU" if kept else ""), flush=True)
+    if peak is None:
+        print("    (no known peak for this device: no % of peak; give one with --peak-tflops)")
 
-        tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer")
-        if not args.skip_sd15:
-            print("building SD 1.5 architecture (random weights) ...", flush=True)
-            vae, unet, text_encoder, scheduler = build_sd15_architecture(args.device)
-            variants = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
-            for checkpointing in variants:
-                bench("SD 1.5 architecture", vae, unet, text_encoder, tokenizer, scheduler, args.resolution,
-                      args.batch_size, args.steps, args.device, dtype, checkpointing)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()  # the last variant's ControlNet and optimizer are gone
-            del vae, unet, text_encoder
-        parts = [AutoencoderKL.from_pretrained(tiny / "vae"), UNet2DConditionModel.from_pretrained(tiny / "unet"),
-                 CLIPTextModel.from_pretrained(tiny / "text_encoder")]
-        for module in parts:
-            module.requires_grad_(False).eval()
-        bench("tiny model (configs/tiny.yaml sizes)", *parts, tokenizer,
-              DDPMScheduler.from_pretrained(tiny / "scheduler"), 128, 4, max(args.steps, 10), args.device, dtype)
+    report: dict = {"device": name, "model": args.model, "resolution": resolution, "batch_size": batch_size,
+                    "mixed_precision": precision, "peak_tflops": peak, "levers": [], "flops_per_image": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = freeze_parts(*frozen_models(args.model, Path(tmp)), device=args.device, dtype=dtype,
+                             resolution=resolution)
+        pairs = [p for p in lever_variants(compile_levers) if not args.only or any(o in p[0] for o in args.only)]
+        needed = {v.data for _, a, b in pairs for v in (a, b)}
+        flops = {data: model_flops(parts, data, batch_size) for data in DATA_PATHS if data in needed}
+        report["flops_per_image"] = flops
+        print("FLOPs per image (counted, eager): " + ", ".join(f"{d} {f / 1e12:.3f} TFLOP" if f > 1e11 else
+                                                               f"{d} {f / 1e9:.2f} GFLOP" for d, f in flops.items()))
+        warmup = 3 if compile_levers else 1  # compiled graphs settle after the first backward
+        for what, without, with_ in pairs:
+            results = compare(parts, [without, with_], batch_size, args.steps, flops,
+                              warmup=warmup if with_.compile else 1)
+            print(f"\n{what}:")
+            for r in results:
+                percent = r.percent_of(peak)
+                print(f"    {r.name:24s} {r.seconds_per_step:8.3f} s/step {r.images_per_s:8.2f} images/s "
+                      f"{fmt(r.tflops_per_s, '7.2f')} TFLOP/s"
+                      + (f" {percent:5.1f} % of peak" if percent is not None else "")
+                      + (f"  peak {r.peak_memory_gib:.1f} GiB" if r.peak_memory_gib is not None else ""))
+            ratio = results[0].seconds_per_step / results[1].seconds_per_step
+            print(f"    -> {with_.name} is {ratio:.2f}x the speed of {without.name}")
+            report["levers"].append({"lever": what, "without": vars(results[0]), "with": vars(results[1]),
+                                     "speedup": ratio})
+        latent_grid = parts.layout_grid
+        del parts
+    rows = 256 if cuda else 64
+    print(f"\ncached DataLoader alone ({rows} rows at {resolution} px, batch {batch_size}):")
+    report["loader"] = {}
+    for workers in sorted({0, args.loader_workers}):
+        rate = cached_loader_speed(resolution, 20, latent_grid, rows, batch_size, workers, pin_memory=cuda)
+        report["loader"][f"workers_{workers}"] = rate
+        print(f"    {workers} worker(s){', pinned memory' if cuda else ''}: {rate:9.1f} images/s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -114,3 +114,15 @@ def test_entry_point_parser_exits_with_message(tmp_path, capsys):
         config_from_argv([str(REPO / "configs" / "tiny.yaml"), "data.lerning=1"], "x.py", "test")
     assert exit_info.value.code == 2
     assert "data.lerning" in capsys.readouterr().err
+
+
+def test_yaml_booleans_given_to_a_choice_mean_the_choice_of_that_name(tmp_path):
+    """YAML reads a bare `no` as false: `train.mixed_precision=no` (the documented value) must still work, from
+    the command line and from a file, while a boolean given to a choice without such a name stays an error."""
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  mixed_precision: no\n")
+    assert load_config([config]).train.mixed_precision.value == "no"
+    assert load_config([], ["train.mixed_precision=bf16", "train.mixed_precision=no"]).train.mixed_precision.value \
+        == "no"
+    with pytest.raises(ConfigError, match="train.attention"):
+        load_config([], ["train.attention=no"])

@@ -65,7 +65,9 @@ def stop_at(monkeypatch, step):
 
 
 @pytest.mark.parametrize("extra", [[], ["train.gradient_accumulation_steps=2", "train.lr_scheduler=cosine",
-                                        "train.lr_warmup_steps=2"]])
+                                        "train.lr_warmup_steps=2"],
+                                   pytest.param(["train.compile=true", "train.compile_unet=true", "train.ema=true"],
+                                                marks=pytest.mark.slow, id="compiled")])
 def test_stop_and_resume_equals_an_uninterrupted_run_bitwise(train_args, tmp_path, monkeypatch, extra):
     # 12 images / batch 4 = 3 batches per epoch: step 4 is mid-epoch, and step 8 lies two epoch boundaries on.
     common = [*train_args, "train.max_train_steps=8", *extra]
@@ -90,6 +92,10 @@ def test_stop_and_resume_equals_an_uninterrupted_run_bitwise(train_args, tmp_pat
     resumed = final_weights(resumed_dir)
     assert uninterrupted.keys() == resumed.keys()
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    # A compiled ControlNet is saved under its own names (no torch.compile wrapper prefix), in every file.
+    for weights in [resumed, load_file(resumed_dir / "checkpoint-4" / "controlnet" /
+                                       "diffusion_pytorch_model.safetensors")]:
+        assert not any("_orig_mod" in k for k in weights) and "controlnet_mid_block.weight" in weights
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_latest_loadable(train_args, monkeypatch):

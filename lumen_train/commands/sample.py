@@ -39,7 +39,8 @@ def sample(cfg: LumenConfig) -> Path:
     layouts = compute_layouts(sources, sampler.extractor, sampler.encoder, Path(cfg.output_dir) / "cache")
     jobs = make_jobs(s, sources, resolution, sampler.pca.n_components)
     with tqdm(total=len(jobs), desc="sampling", unit="img") as bar:
-        images = run_jobs(sampler.pipe(s.scheduler.value), layouts, jobs, s.batch_size, progress=bar)
+        images = run_jobs(sampler.pipe(s.scheduler.value), layouts, jobs, s.batch_size, progress=bar,
+                          batch_invariant=sampler.batch_invariant)
     settings = {"model": cfg.model.pretrained, "revision": cfg.model.revision, "controlnet": str(sampler.folder),
                 "pca_dir": cfg.layout.pca_dir, "dtype": str(sampler.dtype).replace("torch.", ""),
                 "device": str(sampler.device), "batch_size": s.batch_size, "lumen": sampler.metadata}
