@@ -423,7 +423,55 @@ class CompareConfig:
     train_steps: int = setting(200, low=0,
         doc="Optimizer steps of each backbone's ControlNet (0: compare the PCAs, speeds and layouts only).")
     num_sources: int = setting(4, low=1, doc="Validation images sampled and shown for every backbone.")
+    benchmark: Optional[str] = setting(None,
+        doc="A correspondence benchmark in SPair-71k's layout: PCK per backbone (corr.split, corr.alphas, "
+            "corr.pck_reference, corr.resolution).")
     out: str = setting("${output_dir}/compare", doc="Where each backbone's run, the table and the picture go.")
+
+
+class CorrFeatures(str, enum.Enum):
+    raw = "raw"
+    pca = "pca"
+
+
+class PCKReference(str, enum.Enum):
+    bbox = "bbox"
+    image = "image"
+
+
+@dataclass
+class CorrespondenceConfig:
+    """scripts/correspond.py: semantic correspondence with the configured backbone (layout.backbone)."""
+
+    source: Optional[str] = setting(None, doc="The image whose points are matched.")
+    target: Optional[str] = setting(None, doc="The image they are matched in.")
+    points: list[list[float]] = setting(factory=list,
+        doc="Source points [[x, y], ...] in source pixels (empty: a corr.grid x corr.grid grid of points).")
+    grid: int = setting(6, low=1, high=64, doc="Points per side of the grid used when corr.points is empty.")
+    features: CorrFeatures = setting(CorrFeatures.raw,
+        doc="raw: the backbone's features; pca: projected by the layout PCA (layout.pca_dir) first.")
+    resolution: int = setting(512, low=64, multiple_of=64,
+        doc="Images are resized to this square size for the backbone (points are mapped back); with "
+            "corr.features=pca, data.resolution is used, as for the PCA's layouts.")
+    mutual: bool = setting(False, doc="Keep only mutual nearest neighbours in the picture and the JSON.")
+    soft_window: int = setting(0, low=0, high=7,
+        doc="Sub-cell precision: soft-argmax over (2r+1)^2 cells around the best match (0: off).")
+    soft_temperature: float = setting(0.02, low=0, low_open=True, doc="Temperature of the soft-argmax.")
+    joint_pca: bool = setting(False,
+        doc="Also draw the joint PCA of the images' features (the first three components as RGB).")
+    images: list[str] = setting(factory=list,
+        doc="Images for the joint-PCA picture (empty: corr.source and corr.target).")
+    benchmark: Optional[str] = setting(None,
+        doc="A folder in SPair-71k's layout: report PCK on its pairs instead of matching two images.")
+    split: str = setting("test", doc="The benchmark split (PairAnnotation/<split>).")
+    limit: Optional[int] = setting(None, low=1, doc="Use only the first N pairs of the benchmark (by file name).")
+    alphas: list[float] = setting(factory=lambda: [0.05, 0.1, 0.15], low=0, low_open=True, high=1, min_items=1,
+        doc="PCK thresholds, as fractions of the reference size.")
+    pck_reference: PCKReference = setting(PCKReference.bbox,
+        doc="bbox: alpha x the larger side of the target's bounding box (SPair-71k); image: of the target image "
+            "(PF-PASCAL).")
+    chunk: int = setting(4096, low=1, doc="Target cells compared at a time (memory stays flat in the grid size).")
+    out: str = setting("${output_dir}/correspondence", doc="Where pictures, tables and JSON go.")
 
 
 @dataclass
@@ -455,6 +503,7 @@ class LumenConfig:
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    corr: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
 
 
 class ConfigError(LumenError, ValueError):

@@ -167,7 +167,8 @@ class Trainer:
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             log_with=None if t.report_to.value == "none" else t.report_to.value,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # Pinned batches go to the GPU asynchronously (the copy overlaps the step before).
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=self._pin_memory(cfg)),
         )
         acc = self.accelerator
         logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
@@ -262,7 +263,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=t.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
             generator=torch.Generator().manual_seed(cfg.seed),
-            pin_memory=cfg.data.pin_memory if cfg.data.pin_memory is not None else acc.device.type == "cuda",
+            pin_memory=self._pin_memory(cfg),
             **(dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
                if workers > 0 else {}))
         self.task = ControlNetTask(parts.vae, training_unet, parts.text_encoder, parts.tokenizer,
@@ -313,6 +314,11 @@ class Trainer:
         self.window_images, self.window_start = 0, time.perf_counter()
         self.stop = StopRequest()
         self.record: dict[str, Any] = {"num_processes": acc.num_processes, "steps": []}
+
+    @staticmethod
+    def _pin_memory(cfg: LumenConfig) -> bool:
+        """``data.pin_memory``, or by default: when training on a GPU."""
+        return cfg.data.pin_memory if cfg.data.pin_memory is not None else torch.cuda.is_available()
 
     def _check_extraction_dtype(self, what: str) -> None:
         """Layouts computed by the training UNet must be made in the dtype of the PCA's layouts."""

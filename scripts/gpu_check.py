@@ -7,7 +7,7 @@ a run cut short keeps what it measured):
      images/s, TFLOP/s (FLOPs counted by torch.utils.flop_counter), % of the bf16 dense peak, peak memory;
      then the largest batch that fits (gradient checkpointing on);
   2. Lumen's cached step against the step of diffusers' ControlNet example at batch 8 (the ratio);
-  3. the cached DataLoader's read speed alone;
+  3. the cached DataLoader's read speed alone, and a torch.profiler table of the eager step's top kernels;
   4. a 20-step end-to-end train/train_controlnet.py run in bf16 and one in fp16, with validation;
   5. layout extraction images/s (scripts/bench_layouts.py: SD early exit and the ViT backbones);
   6. the torch.compile'd training step at the same batch sizes (compilation takes minutes);
@@ -163,6 +163,34 @@ def diffusers_ratio(report: Report, parts, scale: Scale, peak) -> None:
     report.write()
 
 
+def profile(report: Report, parts, scale: Scale, cuda: bool) -> None:
+    """The top kernels of a few eager cached steps (torch.profiler): where the time goes, to compare with the
+    share of peak."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    from lumen.train_step_bench import StepRunner
+
+    batch = scale.batches[min(1, len(scale.batches) - 1)]
+    runner = StepRunner(parts, StepVariant("profiled"), batch)
+    runner()  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profiler(activities=activities) as prof:
+        for _ in range(3):
+            runner()
+        if cuda:
+            torch.cuda.synchronize()
+    sort = "cuda_time_total" if cuda else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
+    report.say(f"\n## Profile: 3 eager cached steps at batch {batch}, top operators by {sort}\n\n```")
+    for line in table.splitlines():
+        report.say(line)
+    report.say("```")
+    report.data["sections"]["profile"] = {"batch": batch, "sort": sort, "table": table}
+    del runner
+    report.write()
+
+
 def loader(report: Report, parts, scale: Scale, cuda: bool) -> None:
     rates = {w: cached_loader_speed(scale.resolution, parts.pca.n_components, parts.layout_grid, scale.loader_rows,
                                     scale.batches[0], w, pin_memory=cuda) for w in (0, 4 if cuda else 2)}
@@ -300,6 +328,7 @@ def main(argv=None) -> int:
         section("train_step", 60, train_sweep, report, parts, scale, peak, False)
         section("diffusers", 30, diffusers_ratio, report, parts, scale, peak)
         section("loader", 10, loader, report, parts, scale, cuda)
+        section("profile", 30, profile, report, parts, scale, cuda)
         if not cuda:
             del parts
         section("end_to_end", 120 if cuda else 20, end_to_end, report, scale, work, cuda,

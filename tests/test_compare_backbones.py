@@ -2,17 +2,24 @@
 
 import json
 
+import numpy as np
 from PIL import Image
 
+from lumen.data.synthetic import render_scene
 from lumen_train.commands import compare_backbones
+from lumen_train.commands.make_warp_pairs import main as make_warp_pairs
 
 
 def test_compare_backbones_writes_its_table_json_and_picture(tiny_args, tiny_backbones, tmp_path):
     out = tmp_path / "compare"
     models = f"{{dinov2: {tiny_backbones['dinov2']}, clip: {tiny_backbones['clip']}}}"
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(render_scene(np.random.default_rng(0), 96, 64)[0]).save(images / "scene.png")
+    assert make_warp_pairs([str(images), str(tmp_path / "pairs"), "--warps", "flip", "rotation"]) == 0
     args = [*tiny_args, "compare.backbones=[dinov2,sd,clip]", f"compare.backbone_models={models}",
             "compare.train_steps=2", "compare.num_sources=1", f"compare.out={out}", "train.report_to=none",
-            "sample.num_inference_steps=2"]
+            "sample.num_inference_steps=2", f"compare.benchmark={tmp_path / 'pairs'}", "corr.resolution=64"]
     assert compare_backbones.main(args) == 0
     result = json.loads((out / "comparison.json").read_text())
     assert [row["backbone"] for row in result["rows"]] == ["sd", "dinov2", "clip"]  # the judge's run first
@@ -26,5 +33,10 @@ def test_compare_backbones_writes_its_table_json_and_picture(tiny_args, tiny_bac
     assert all(j["backbone"] == "sd" and j["pca_dir"] == str(out / "sd" / "pca") for j in judged)
     table = (out / "comparison.md").read_text()
     assert table.startswith("| backbone | feature channels |") and "| dinov2 | 32 |" in table
+    assert "| PCK@0.05 | PCK@0.1 | PCK@0.15 |" in table.splitlines()[0]
+    for row in result["rows"]:  # PCK of each backbone on the warp pairs, from its own benchmark run
+        name = row["backbone"]
+        pck = json.loads((out / name / "correspondence" / "pck.json").read_text())
+        assert pck["backbone"] == name and pck["pairs"] == 2 and row["pck"] == pck["pck"]["all"]
     with Image.open(out / "comparison.png") as picture:
         assert picture.width > 3 * picture.height  # one row: the source, then layout + sample per backbone

@@ -28,5 +28,6 @@ def test_gpu_check_runs_scaled_down_on_the_cpu_and_says_so(tmp_path):
     assert runs["bf16"]["finished"] is True and runs["bf16"]["validation_grids"] == ["step-000002.png"]
     assert runs["fp16"] == "not run: needs a GPU"
     assert sorted(report["skipped"]) == ["layout_extraction", "sampling", "train_step_compiled"]
+    assert "Self CPU" in report["sections"]["profile"]["table"]  # torch.profiler's table of the top operators
     markdown = (tmp_path / "cpu-scaled-down.md").read_text()
     assert "| batch 2 + checkpointing |" in markdown and "scaled down" in markdown

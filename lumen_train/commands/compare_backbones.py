@@ -3,7 +3,8 @@
 For each backbone of compare.backbones, on the same data: the PCA (explained variance at pca.n_components),
 extraction images/s, and, with compare.train_steps > 0, a ControlNet trained that many steps on its layouts,
 samples of the same compare.num_sources validation images, and their layout fidelity, diversity (and mIoU
-with evaluate.segmenter) measured by one judge: the SD backbone's PCA (the first SD run's, or one fitted for
+with evaluate.segmenter) measured by one judge (with compare.benchmark, also PCK on a correspondence
+benchmark): the SD backbone's PCA (the first SD run's, or one fitted for
 the purpose), as LUMEN compares its backbones with one ruler. Each backbone's run lies in
 compare.out/<backbone>/; the comparison is compare.out/comparison.md, comparison.json and comparison.png (the
 same sources' layouts for every backbone side by side, with their samples).
@@ -25,12 +26,13 @@ from PIL import Image
 from lumen.artifacts import ensure_writable
 from lumen.benchmarking import timed
 from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
-from lumen.config import Backbone, LumenConfig, config_from_argv, save_config
+from lumen.config import Backbone, CorrFeatures, LumenConfig, config_from_argv, save_config
 from lumen.errors import run_cli
 from lumen.grids import save_backbone_comparison
 from lumen.layout import LayoutEncoder
 from lumen.pca import load_pca
 from lumen.plotting import to_uint8_image
+from lumen_train.commands.correspond import correspond
 from lumen_train.commands.encode_layouts import encode_layouts
 from lumen_train.commands.evaluate import evaluate
 from lumen_train.commands.fit_pca import fit_layout_pca
@@ -94,6 +96,11 @@ def compare(cfg: LumenConfig) -> dict:
                "feature_channels": pca.feature_dim, "n_components": pca.n_components,
                "explained_variance": float(pca.explained_variance_ratio.sum())}
         layouts[backbone], row["extraction_images_per_s"] = layouts_and_rate(bcfg, source_pixels)
+        if c.benchmark is not None:  # correspondence on the backbone's raw features
+            pcfg = replace(bcfg, corr=replace(cfg.corr, benchmark=c.benchmark, features=CorrFeatures.raw,
+                                              source=None, target=None, joint_pca=False,
+                                              out=str(run_of[backbone] / "correspondence")))
+            row["pck"] = correspond(pcfg)["pck"]["all"]
         if c.train_steps > 0:
             encode_layouts(replace(bcfg, encode=replace(bcfg.encode, splits=[cfg.data.train_split], visualize=0)))
             with Trainer(bcfg) as trainer:
@@ -108,7 +115,7 @@ def compare(cfg: LumenConfig) -> dict:
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     result = {"judge_pca": str(judge_pca), "train_steps": c.train_steps, "sources": [s["image_id"] for s in sources],
-              "rows": rows}
+              "benchmark": c.benchmark, "rows": rows}
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     table = comparison_table(result)
     (out / "comparison.md").write_text(table)
@@ -124,15 +131,20 @@ def compare(cfg: LumenConfig) -> dict:
 
 def comparison_table(result: dict) -> str:
     fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    pck_keys = list(next((row["pck"] for row in result["rows"] if row.get("pck")), {}))
     lines = ["| backbone | feature channels | explained variance | extraction img/s | layout cosine | k-means ARI | "
-             "diversity | mIoU |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "diversity | mIoU |" + "".join(f" {k} |" for k in pck_keys),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(pck_keys)]
     for row in result["rows"]:
         lines.append(f"| {row['backbone']} | {row['feature_channels']} | {fmt(row['explained_variance'])} "
                      f"(N = {row['n_components']}) | {fmt(row['extraction_images_per_s'], 1)} | "
                      f"{fmt(row.get('layout_cosine'))} | {fmt(row.get('layout_kmeans_ari'))} | "
-                     f"{fmt(row.get('diversity'))} | {fmt(row.get('miou'))} |")
+                     f"{fmt(row.get('diversity'))} | {fmt(row.get('miou'))} |"
+                     + "".join(f" {fmt(100 * row['pck'][k], 1) if row.get('pck') else '-'} |" for k in pck_keys))
     lines += ["", f"Fidelity, ARI and diversity are measured with one judge, the SD layouts of {result['judge_pca']}, "
                   f"for every backbone ({result['train_steps']} training steps each)."]
+    if pck_keys:
+        lines.append(f"PCK (%) on {result['benchmark']}, each backbone's raw features.")
     return "\n".join(lines) + "\n"
 
 
