@@ -102,8 +102,10 @@ def step_row(r, peak) -> str:
             f"{'-' if r.peak_memory_gib is None else f'{r.peak_memory_gib:.1f} GiB'} |")
 
 
-def train_sweep(report: Report, parts, scale: Scale, peak, compiled: bool) -> None:
-    """Section 1 (eager) or 6 (compiled): the cached step at each batch size, with and without checkpointing."""
+def train_sweep(report: Report, parts, scale: Scale, peak, compiled: bool, deadline: float = float("inf")) -> None:
+    """Section 1 (eager) or 6 (compiled): the cached step at each batch size, with and without checkpointing;
+    batch sizes not started by ``deadline`` (a ``time.perf_counter()`` value) are listed as skipped (each
+    compiled batch size compiles anew, which takes minutes)."""
     key = "train_step_compiled" if compiled else "train_step"
     report.say(f"\n## Cached training step, {scale.resolution} px, {scale.precision}"
                f"{', torch.compile' if compiled else ', eager'}\n")
@@ -112,6 +114,10 @@ def train_sweep(report: Report, parts, scale: Scale, peak, compiled: bool) -> No
     results = report.data["sections"].setdefault(key, [])
     base = StepVariant("eager", compile=compiled)
     for batch in scale.batches:
+        if time.perf_counter() > deadline:
+            report.say(f"| batch {batch} | skipped: past the time budget | | | |")
+            report.data["skipped"].append(f"{key} batch {batch}")
+            continue
         flops = {"cached": model_flops(parts, "cached", batch)}
         report.data["sections"]["flops_per_image"] = flops["cached"]
         variants = [replace(base, name=f"batch {batch}{' compiled' if compiled else ''}"),
@@ -325,7 +331,8 @@ def main(argv=None) -> int:
         parts = freeze_parts(*frozen_models(scale.model, work), device="cuda" if cuda else "cpu",
                              dtype=MIXED_PRECISION_DTYPES[scale.precision], resolution=scale.resolution,
                              n_components=20 if cuda else 8)
-        section("train_step", 60, train_sweep, report, parts, scale, peak, False)
+        deadline = started + args.budget
+        section("train_step", 60, train_sweep, report, parts, scale, peak, False, deadline)
         section("diffusers", 30, diffusers_ratio, report, parts, scale, peak)
         section("loader", 10, loader, report, parts, scale, cuda)
         section("profile", 30, profile, report, parts, scale, cuda)
@@ -337,7 +344,7 @@ def main(argv=None) -> int:
             section("layout_extraction", 90, script_section, report, "layout_extraction", "Layout extraction",
                     ["scripts/bench_layouts.py", "--only", "extraction", "--dtype", "bfloat16", "--backbone",
                      "dinov2", "--backbone", "dino", "--backbone", "clip"], max(left() - 30, 60))
-            section("train_step_compiled", 120, train_sweep, report, parts, scale, peak, True)
+            section("train_step_compiled", 120, train_sweep, report, parts, scale, peak, True, deadline)
             del parts
             torch.cuda.empty_cache()
             section("sampling", 90, script_section, report, "sampling", "Sampling (20 steps, batch 16)",
