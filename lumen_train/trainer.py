@@ -171,6 +171,9 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=self._pin_memory(cfg)),
         )
         acc = self.accelerator
+        if t.ema and acc.distributed_type == DistributedType.FSDP:  # before any model is loaded
+            raise LumenError("train.ema=true does not work with FSDP (each process holds a shard of the weights): "
+                             "train with DDP or DeepSpeed ZeRO-2 (configs/accelerate/), or set train.ema=false")
         logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too much
@@ -288,9 +291,6 @@ class Trainer:
 
         # 8. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
         self.ema = None
-        if t.ema and acc.distributed_type == DistributedType.FSDP:
-            raise LumenError("train.ema=true does not work with FSDP (each process holds a shard of the weights): "
-                             "train with DDP or DeepSpeed ZeRO-2 (configs/accelerate/), or set train.ema=false")
         if t.ema:
             from diffusers import ControlNetModel
             from diffusers.training_utils import EMAModel
@@ -560,10 +560,12 @@ class Trainer:
 
     def validate(self) -> Optional[Path]:
         cfg = self.cfg.validation
-        controlnet = self._full_controlnet(self.controlnet) if self._sharded else \
-            self.accelerator.unwrap_model(self.controlnet)
-        if self._sharded and controlnet is not None:
-            controlnet.to(self.accelerator.device)
+        if self._sharded:  # gathered on the main process, which samples alone
+            controlnet = self._full_controlnet(self.controlnet)
+            if controlnet is not None:
+                controlnet.to(self.accelerator.device)
+        else:
+            controlnet = self.accelerator.unwrap_model(self.controlnet)
         result = run_validation(self.accelerator, self.parts, controlnet, self.validation_set,
                                 list(cfg.prompt_edits), self.global_step, self.out / "validation",
                                 cfg.num_inference_steps, cfg.guidance_scale, cfg.conditioning_scale, cfg.seed,

@@ -101,13 +101,13 @@ def main(argv=None) -> int:
             print(f"    -> {with_.name} is {ratio:.2f}x the speed of {without.name}")
             report["levers"].append({"lever": what, "without": vars(results[0]), "with": vars(results[1]),
                                      "speedup": ratio})
-        latent_grid = parts.layout_grid
+        layout_grid, n_components = parts.layout_grid, parts.pca.n_components
         del parts
     rows = 256 if cuda else 64
     print(f"\ncached DataLoader alone ({rows} rows at {resolution} px, batch {batch_size}):")
     report["loader"] = {}
     for workers in sorted({0, args.loader_workers}):
-        rate = cached_loader_speed(resolution, 20, latent_grid, rows, batch_size, workers, pin_memory=cuda)
+        rate = cached_loader_speed(resolution, n_components, layout_grid, rows, batch_size, workers, pin_memory=cuda)
         report["loader"][f"workers_{workers}"] = rate
         print(f"    {workers} worker(s){', pinned memory' if cuda else ''}: {rate:9.1f} images/s")
     if args.json:

@@ -207,7 +207,7 @@ def loader(report: Report, parts, scale: Scale, cuda: bool) -> None:
     report.write()
 
 
-def run_logged(report: Report, command: list[str], timeout: float) -> tuple[int, str]:
+def run_logged(command: list[str], timeout: float) -> tuple[int, str]:
     """Run a command of the checkout; returns its exit code and the tail of its output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
@@ -261,12 +261,12 @@ def end_to_end(report: Report, scale: Scale, work: Path, cuda: bool, timeout: fl
                 f"train.checkpointing_steps={scale.train_steps}", f"validation.steps={scale.train_steps}",
                 "validation.num_images=2", f"validation.num_inference_steps={scale.sample_steps}",
                 "train.report_to=none"]
+        out.mkdir(parents=True, exist_ok=True)
         for folder in ("pca", "cache"):  # the prepared PCA and cache, shared by both runs
-            (out).mkdir(parents=True, exist_ok=True)
             if not (out / folder).exists():
                 (out / folder).symlink_to(work / "run" / folder)
         start = time.perf_counter()
-        code, output = run_logged(report, [sys.executable, "train/train_controlnet.py", *args], timeout)
+        code, output = run_logged([sys.executable, "train/train_controlnet.py", *args], timeout)
         seconds = time.perf_counter() - start
         grids = sorted(p.name for p in (out / "validation").glob("*.png")) if (out / "validation").is_dir() else []
         finished = code == 0 and (out / "controlnet" / "lumen.json").is_file() and bool(grids)
@@ -280,7 +280,7 @@ def end_to_end(report: Report, scale: Scale, work: Path, cuda: bool, timeout: fl
 
 
 def script_section(report: Report, key: str, title: str, command: list[str], timeout: float) -> None:
-    code, output = run_logged(report, [sys.executable, *command], timeout)
+    code, output = run_logged([sys.executable, *command], timeout)
     lines = [line for line in output.splitlines() if line.startswith(("[", "    ")) and "Warning" not in line]
     report.say(f"\n## {title}\n\n`python {' '.join(command)}` (exit {code})\n\n```")
     for line in lines or output.splitlines()[-20:]:

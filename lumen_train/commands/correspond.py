@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from lumen.artifacts import ensure_writable, write_text_atomically
@@ -32,6 +32,7 @@ from lumen.build import build_extractor, layout_dtype, layout_settings, load_com
 from lumen.config import CorrFeatures, LumenConfig, config_from_argv, save_config
 from lumen.correspondence import correct_keypoints, grid_points, joint_pca_colours, match_points, pck_threshold
 from lumen.correspondence_pictures import draw_joint_pca, draw_matches
+from lumen.data.coco_stuff import load_image
 from lumen.data.spair import read_pairs
 from lumen.data.transforms import to_rgb, uint8_to_pixels
 from lumen.errors import LumenError, run_cli
@@ -45,12 +46,10 @@ PROG = "correspond.py"
 def open_image(path: str | Path) -> Image.Image:
     """An RGB image, or one line saying why it cannot be read."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
+        return to_rgb(load_image(Path(path)))
     except FileNotFoundError:
         raise LumenError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except OSError as err:  # unreadable, truncated, not an image
         raise LumenError(f"cannot read image {path}: {err}") from None
 
 
