@@ -263,3 +263,16 @@ def test_the_feature_cache_extracts_each_image_once(tmp_path):
     cache.fill([paths[0], paths[1], paths[0]])
     cache.fill([paths[1], paths[2]])
     assert calls == [2, 1] and list(cache.items) == [paths[1], paths[2]]
+
+
+def test_make_warp_pairs_names_unreadable_images_and_refuses_when_none_is_usable(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(LumenError, match="no pair could be made from 1 image.*broken.jpg"):
+        make_warp_pairs([str(images), str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists() and not (tmp_path / "none.tmp").exists()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(images / "red.png")
+    assert make_warp_pairs([str(images), str(tmp_path / "pairs"), "--warps", "flip"]) == 0
+    assert "skipped" in capsys.readouterr().err and len(read_pairs(tmp_path / "pairs", "test")[0]) == 1
+

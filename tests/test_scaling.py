@@ -14,6 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lumen.errors import LumenError
+from lumen_train.commands.train_controlnet import main as train_main
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess
 
@@ -82,6 +85,21 @@ def test_fsdp_without_a_gpu_is_refused_by_accelerate_in_one_line(train_args):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
     assert "FSDP needs a GPU" in result.stdout + result.stderr
+
+
+def test_a_checkpoint_of_another_distributed_mode_is_refused_naming_both(train_args):
+    """accelerate cannot load a DeepSpeed (or FSDP) checkpoint in a plain run: refused before loading, with
+    the way to continue from its weights."""
+    args = [*train_args, "train.max_train_steps=2", "train.checkpointing_steps=2"]
+    assert train_main(args) == 0
+    out = output_dir(args)
+    state_file = out / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["state_format"] == "plain"
+    state_file.write_text(json.dumps(dict(state, state_format="deepspeed")))
+    with pytest.raises(LumenError, match="DeepSpeed's format, and this run uses single-process / DDP.*"
+                                         "train.controlnet=.*checkpoint-2/controlnet"):
+        train_main([*args, "train.max_train_steps=4", "train.resume_from_checkpoint=latest"])
 
 
 @pytest.mark.slow

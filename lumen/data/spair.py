@@ -149,11 +149,13 @@ def write_warp_pairs(images: list[Path], out_dir: Path, warps: tuple[str, ...] =
     Each image (its longer side brought to at most ``max_side``) is warped by each of ``warps``; ``points``
     keypoints drawn in the source are mapped exactly, and kept when they land inside the target. The category
     is the warp, so PCK per category is PCK per warp. Bounding boxes: the whole source, and the box of the
-    warped source inside the target. Returns a summary (pairs per warp, keypoints)."""
+    warped source inside the target. Unreadable images are skipped and listed; with no pair at all,
+    ``BenchmarkError``. Returns a summary (pairs per warp, keypoints, unreadable images)."""
     from PIL import Image
     from tqdm import tqdm
 
     from lumen.artifacts import move_into_place
+    from lumen.data.coco_stuff import load_image
     from lumen.data.transforms import to_rgb
 
     rng = np.random.default_rng(seed)
@@ -165,11 +167,13 @@ def write_warp_pairs(images: list[Path], out_dir: Path, warps: tuple[str, ...] =
     annotations = tmp / "PairAnnotation" / "test"
     annotations.mkdir(parents=True)
     summary = {warp: 0 for warp in warps}
-    keypoints = 0
+    keypoints, unreadable = 0, []
     for path in tqdm(images, desc="warp pairs", unit="image", disable=not progress):
-        with Image.open(path) as opened:
-            opened.load()
-            image = to_rgb(opened)
+        try:
+            image = to_rgb(load_image(path))
+        except OSError as err:  # not an image, truncated, unreadable: named, not fatal
+            unreadable.append(f"{path}: {err}")
+            continue
         scale = min(1.0, max_side / max(image.size))
         if scale < 1.0:
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
@@ -202,7 +206,14 @@ def write_warp_pairs(images: list[Path], out_dir: Path, warps: tuple[str, ...] =
             (annotations / f"{path.stem}-{warp}.json").write_text(json.dumps(pair))
             summary[warp] += 1
             keypoints += int(inside.sum())
+    if not any(summary.values()):
+        import shutil
+
+        shutil.rmtree(tmp)
+        raise BenchmarkError(f"no pair could be made from {len(images)} image(s)"
+                             + (f" ({len(unreadable)} unreadable, e.g. {unreadable[0]})" if unreadable else ""))
     (tmp / "warp_pairs.json").write_text(json.dumps({"images": len(images), "pairs": summary,
-                                                     "keypoints": keypoints, "seed": seed, "points": points}))
+                                                     "keypoints": keypoints, "seed": seed, "points": points,
+                                                     "unreadable": unreadable}))
     move_into_place(tmp, out_dir)
-    return {"pairs": summary, "keypoints": keypoints}
+    return {"pairs": summary, "keypoints": keypoints, "unreadable": unreadable}

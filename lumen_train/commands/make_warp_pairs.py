@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     if args.out_dir.exists():
         raise LumenError(f"{args.out_dir} exists: choose a new folder (nothing there is replaced)")
     summary = write_warp_pairs(images, args.out_dir, tuple(args.warps), args.points, args.seed, args.max_side)
+    for line in summary["unreadable"]:
+        print(f"skipped {line}", file=sys.stderr)
     print(f"{sum(summary['pairs'].values())} pairs ({', '.join(f'{w} {n}' for w, n in summary['pairs'].items())}), "
           f"{summary['keypoints']} keypoints: {args.out_dir}")
     return 0
