@@ -15,6 +15,7 @@ import torch
 from lumen.backbones import TransformerSpec, load_transformer_extractor, resolve_transformer_spec
 from lumen.config import Backbone, DType, Facet, LumenConfig
 from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
+from lumen.cpu_threads import apply_cpu_threads
 from lumen.data.coco_stuff import CocoStuffDataset, read_split
 from lumen.data.paths import resolve_split_paths
 from lumen.features.base import FeatureExtractor
@@ -100,6 +101,7 @@ def compute_dtype(cfg: LumenConfig, device: torch.device) -> torch.dtype:
 
 def load_components(cfg: LumenConfig, device: torch.device, dtype: torch.dtype) -> SDComponents:
     parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, dtype)
+    apply_cpu_threads(cfg.cpu_threads, parts.unet, device)
     return parts.to(device)
 
 
@@ -174,6 +176,7 @@ class SamplingSetup:
                                  dtype_hint="leave sample.dtype unset to sample in the dtype the layouts were made in")
         self.parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant, self.dtype)
         self.parts.to(self.device)
+        apply_cpu_threads(cfg.cpu_threads, self.parts.unet, self.device)
         self.controlnet = load_part("ControlNet", self.folder, lambda: ControlNetModel.from_pretrained(
             self.folder, torch_dtype=self.dtype)).to(self.device)
         self.extractor = build_extractor(cfg, self.parts, dtype=layout_dtype)

@@ -362,7 +362,8 @@ class SampleConfig:
     num_sources: int = setting(4, low=1, doc="With no images / image_ids given: the first images of the split.")
     prompts: list[str] = setting(factory=list, doc="Edits; the source's own caption is always column one.")
     num_images_per_prompt: int = setting(1, low=1, doc="Images per (source, prompt).")
-    seed: int = seed_field(doc="Seed of the first image (image j: seed + j).")
+    seed: int = seed_field(doc="Seed of the first image (repeat r of source i: seed + i * num_images_per_prompt + r, "
+                                "the same for every prompt and k).")
     num_inference_steps: int = setting(20, low=1, high=1000, doc="Sampler steps.")
     guidance_scale: float = setting(7.5, low=0, doc="Classifier-free guidance scale.")
     conditioning_scale: float = setting(1.0, low=0, doc="ControlNet conditioning scale.")
@@ -475,23 +476,15 @@ class CorrespondenceConfig:
 
 
 @dataclass
-class TinyModelConfig:
-    """The tiny random-weight Stable Diffusion that the demo and tests build (lumen.tiny_sd)."""
-
-    seed: int = seed_field(doc="Seed of the tiny model's weights.")
-    vae_train_steps: int = setting(0, low=0, doc="Fit the VAE to synthetic scenes first, so samples can be measured.")
-    unet_train_steps: int = setting(0, low=0,
-        doc="Then train the UNet to generate such scenes (a base a ControlNet steers).")
-
-
-@dataclass
 class LumenConfig:
     """Every setting of every stage."""
 
     output_dir: str = setting("outputs/run", doc="The run's folder: PCA, cache, checkpoints, ControlNet, samples.")
     seed: int = seed_field(doc="Seed of the data order, caption draws and training noise.")
+    cpu_threads: int = setting(0, low=0, high=1024,
+        doc="Threads per process on the CPU; 0: one for a tiny model (< 20 M UNet parameters, robust when other "
+            "programs share the cores), torch's default (or OMP_NUM_THREADS) otherwise.")
     model: ModelConfig = field(default_factory=ModelConfig)
-    tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)

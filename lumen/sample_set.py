@@ -30,8 +30,10 @@ SAMPLES_JSON = "samples.json"
 
 def make_jobs(sample: SampleConfig, sources: list[Source], resolution: int, n_components: int) -> list[SampleJob]:
     """Per source: its caption then every prompt edit (or one job per k of ``sample.sweep_components``), each
-    ``sample.num_images_per_prompt`` times; image j gets seed ``sample.seed + j``."""
-    jobs, counter = [], 0
+    ``sample.num_images_per_prompt`` times. Repeat r of source i gets seed ``sample.seed + i * repeats + r``
+    for every prompt and every k, so that the columns of a grid differ only by their prompt (or k)."""
+    jobs = []
+    repeats = sample.num_images_per_prompt
     for index, source in enumerate(sources):
         if sample.sweep_components:
             variants = [(source.caption, 0, k) for k in sample.sweep_components]
@@ -41,11 +43,10 @@ def make_jobs(sample: SampleConfig, sources: list[Source], resolution: int, n_co
         for prompt, prompt_index, k in variants:
             if k is not None and not 1 <= k <= n_components:
                 raise SampleInputError(f"{k} components asked for, the ControlNet's layouts have 1..{n_components}")
-            for repeat in range(sample.num_images_per_prompt):
-                jobs.append(SampleJob(index, prompt, prompt_index, repeat, sample.seed + counter, k,
+            for repeat in range(repeats):
+                jobs.append(SampleJob(index, prompt, prompt_index, repeat, sample.seed + index * repeats + repeat, k,
                                       sample.num_inference_steps, sample.guidance_scale, sample.conditioning_scale,
                                       sample.scheduler.value, resolution))
-                counter += 1
     return jobs
 
 

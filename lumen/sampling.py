@@ -45,6 +45,13 @@ def _linear_per_sample(self, x: torch.Tensor, max_rows_per_sample: int = 77) -> 
     return F.linear(x, self.weight, self.bias)
 
 
+def _pointwise_conv_per_sample(self, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Conv2d.forward`` of a 1x1 convolution, one sample at a time (see ``batch_size_invariant``)."""
+    if x.dim() == 4 and x.shape[0] > 1:
+        return torch.cat([self._conv_forward(sample[None], self.weight, self.bias) for sample in x])
+    return self._conv_forward(x, self.weight, self.bias)
+
+
 @contextmanager
 def batch_size_invariant(pipe):
     """Within the block, ``pipe`` gives an image the same numbers whatever batch it is drawn in.
@@ -52,22 +59,26 @@ def batch_size_invariant(pipe):
     Some kernels choose their algorithm by the size of the whole batch, so an image came out a grey level
     apart in a batch of 8 and alone: BLAS for a linear layer over a few rows (the timestep embedding has 2
     rows for one image with classifier-free guidance and 16 for eight) and oneDNN for a convolution over a
-    batch of one (the VAE decode). Here linears over few rows per sample run one sample at a time and the VAE
-    decodes one image at a time (diffusers' VAE slicing), so every image takes the same path for any batch
-    size. Convolutions over two or more samples, norms, attention and linears over many tokens give the same
-    rows for any batch size on the CPU; tests/test_sampling.py compares the images bit for bit.
+    batch of one (the VAE decode); with one thread, oneDNN also for a 1x1 convolution (a matrix product whose
+    size is the whole batch's). Here linears over few rows per sample and 1x1 convolutions run one sample at a
+    time and the VAE decodes one image at a time (diffusers' VAE slicing), so every image takes the same path
+    for any batch size. Larger convolutions over two or more samples, norms, attention and linears over many
+    tokens give the same rows for any batch size on the CPU; tests/test_sampling.py compares the images bit
+    for bit.
     """
-    patched = [m for module in (pipe.unet, pipe.controlnet, pipe.text_encoder) for m in module.modules()
-               if type(m) is torch.nn.Linear]
+    modules = [m for module in (pipe.unet, pipe.controlnet, pipe.text_encoder) for m in module.modules()]
+    patched = [(m, _linear_per_sample) for m in modules if type(m) is torch.nn.Linear]
+    patched += [(m, _pointwise_conv_per_sample) for m in modules
+                if type(m) is torch.nn.Conv2d and m.kernel_size == (1, 1)]
     slicing = pipe.vae.use_slicing
     try:
-        for linear in patched:
-            linear.forward = types.MethodType(_linear_per_sample, linear)
+        for module, forward in patched:
+            module.forward = types.MethodType(forward, module)
         pipe.vae.enable_slicing()
         yield
     finally:
-        for linear in patched:
-            del linear.forward
+        for module, _ in patched:
+            del module.forward
         if not slicing:
             pipe.vae.disable_slicing()
 

@@ -1,11 +1,13 @@
-"""Build a tiny Stable Diffusion with seeded random weights, from the real diffusers / transformers classes.
+"""Build a tiny Stable Diffusion from the real diffusers / transformers classes: seeded random weights, or
+trained on the synthetic captioned scenes of ``lumen.data.synthetic``.
 
-Nothing can be downloaded at run time in the demo and the tests, so they use this model instead of SD 1.5.
+Nothing can be downloaded at run time in the demo and the tests, so they use this model instead of SD 1.5:
+the tests its random-weight form, the demo the trained one shipped in ``models/tiny-sd``.
 It has SD 1.5's *structure* where our code depends on it (a VAE that downsamples by 8, a UNet with four
 resolution levels and three sub-layers per decoder block, so decoder layers 2/5/8 exist; a CLIP text encoder
 with a byte-level BPE tokenizer of 77 tokens; SD 1.5's noise schedule) at a size that runs in seconds on a CPU.
 It is saved with ``StableDiffusionPipeline.save_pretrained`` and read back with ``from_pretrained``: the
-same path real weights take. The same seed gives the same weights.
+same path real weights take. The same seed and step counts give the same weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from lumen.data.transforms import uint8_to_pixels
 
-BUILDER_VERSION = 2  # bump when the builder's output changes, so stale tiny models are rebuilt
+BUILDER_VERSION = 3  # bump when the builder's output changes, so stale tiny models are rebuilt
 
 # Words the tokenizer's merges are learned from: the vocabulary of the synthetic captions and of common
 # prompt edits, so that captions become word-level tokens, as with CLIP's real 49K-token vocabulary.
@@ -102,71 +104,105 @@ def _calibrate_vae(vae, num_images: int = 16, size: int = 128) -> None:
     vae.register_to_config(scaling_factor=round(1.0 / float(latents.std()), 5))
 
 
-def _train_vae(vae, steps: int, seed: int, size: int = 128, batch_size: int = 8, num_images: int = 256) -> None:
-    """Fit the tiny VAE to reconstruct synthetic scenes (L1 loss on the posterior mean), so that its decoder
-    inverts its encoder: without it, a generated latent decoded by the random decoder and encoded again
-    comes back unrelated, and nothing measured on generated images can reflect their layout."""
+def _train_vae(vae, steps: int, seed: int, size: int = 128, batch_size: int = 8, num_images: int = 512,
+               learning_rate: float = 2e-3) -> None:
+    """Fit the tiny VAE to reconstruct synthetic scenes (L1 + MSE on the posterior mean, learning rate decayed
+    by a cosine to a tenth), so that its decoder inverts its encoder, saturated colours of small things
+    included: without it, a generated latent decoded by the random decoder and encoded again comes back
+    unrelated, and nothing measured on generated images can reflect their layout or their colours."""
+    from tqdm import tqdm
+
     from lumen.data.synthetic import render_scene
 
     rng = np.random.default_rng(seed + 100)
     images = np.stack([render_scene(rng, size, size)[0] for _ in range(num_images)])
     pixels = uint8_to_pixels(images)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * i / steps)))
     vae.train()
-    for _ in range(steps):
+    bar = tqdm(range(steps), desc="tiny VAE", unit="step", mininterval=2)
+    for _ in bar:
         batch = pixels[torch.randint(0, num_images, (batch_size,), generator=generator)]
-        reconstruction = vae.decode(vae.encode(batch).latent_dist.mean).sample
-        loss = (reconstruction - batch).abs().mean()
+        error = vae.decode(vae.encode(batch).latent_dist.mean).sample - batch
+        loss = error.abs().mean() + error.square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     vae.eval()
 
 
+UNET_TRAIN_IMAGES = 2048  # captioned scenes the UNet is trained on (rendered once, encoded once)
+
+
 def _train_unet(unet, vae, text_encoder, tokenizer, scheduler, steps: int, seed: int, size: int = 128,
-                batch_size: int = 16, num_images: int = 512) -> None:
-    """Train the tiny UNet as a text-conditioned denoiser of synthetic scenes (epsilon loss, SD's schedule;
-    half the captions dropped, for classifier-free guidance). A random UNet cannot generate a scene, so a
-    ControlNet on top of it cannot show what a layout controls; this one can, a little."""
+                batch_size: int = 16, learning_rate: float = 1e-3, num_images: int | None = None) -> None:
+    """Train the tiny UNet as a text-conditioned denoiser of synthetic scenes (epsilon loss, SD's schedule; each
+    step a random one of each image's five captions, a fifth of them dropped for classifier-free guidance).
+
+    The captions name the things, their colours and the ground, so the prompt steers what is drawn; a
+    ControlNet on top then only has to say where. Two choices make a tiny model learn that in minutes:
+    - the random text encoder stays frozen (its outputs already tell captions apart; trained along, it first
+      forgets that, and the UNet learns to ignore the text: 10x weaker conditioning after 400 steps);
+    - timesteps are drawn with a density rising linearly with t: at low noise the picture is still visible and
+      the caption adds nothing to the loss; at high noise the caption is what decides it.
+    The weights end as their exponential moving average."""
+    from diffusers.training_utils import EMAModel
     from tqdm import tqdm
 
     from lumen.data.synthetic import render_captioned_scene
 
+    num_images = num_images or UNET_TRAIN_IMAGES
     rng = np.random.default_rng(seed + 200)
     scenes = [render_captioned_scene(rng, size, size) for _ in range(num_images)]
     pixels = uint8_to_pixels(np.stack([image for image, _ in scenes]))
+    captions = [" ".join(c.lower().split()) for _, five in scenes for c in five]  # image i: rows 5i..5i+4
+    ids = tokenizer([*captions, ""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels.split(64)])
         latents = latents * vae.config.scaling_factor
-        ids = tokenizer([captions[0] for _, captions in scenes] + [""], padding="max_length",
-                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        text = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(128)])
+        text = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(256)])
     generator = torch.Generator().manual_seed(seed + 3)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * i / steps))))
+    ema = EMAModel(unet.parameters(), decay=0.999)
+    num_timesteps = scheduler.config.num_train_timesteps
     unet.train()
-    for _ in tqdm(range(steps), desc="tiny UNet", unit="step", mininterval=5):
+    bar = tqdm(range(steps), desc="tiny UNet", unit="step", mininterval=2)
+    for _ in bar:
         index = torch.randint(0, num_images, (batch_size,), generator=generator)
-        empty = torch.rand(batch_size, generator=generator) < 0.5
+        caption = index * 5 + torch.randint(0, 5, (batch_size,), generator=generator)
+        caption = torch.where(torch.rand(batch_size, generator=generator) < 0.2, len(captions), caption)
         clean = latents[index]
         noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+        uniform = torch.rand(batch_size, generator=generator)
+        timesteps = (num_timesteps * uniform.sqrt()).long().clamp(max=num_timesteps - 1)  # density rising with t
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        condition = torch.where(empty[:, None, None], text[-1:], text[index])
-        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, encoder_hidden_states=condition).sample, noise)
+        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, encoder_hidden_states=text[caption]).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
+        ema.step(unet.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    ema.copy_to(unet.parameters())
     unet.eval()
 
 
 def build_tiny_sd(seed: int = 0, vae_train_steps: int = 0, unet_train_steps: int = 0):
-    """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible.
+    """The tiny pipeline parts, each built under ``torch.manual_seed(seed + i)`` so weights are reproducible
+    (on the same torch version and thread count: threads change the order of floating-point sums).
 
     Returns a ``StableDiffusionPipeline`` (no safety checker) holding VAE, UNet, text encoder, tokenizer and
     SD 1.5's PNDM scheduler configuration. ``vae_train_steps`` > 0 first fits the VAE to synthetic scenes
     (~0.3 s a step on two CPU cores), so generated images can be decoded and measured; ``unet_train_steps``
-    > 0 then trains the UNet to generate such scenes.
+    > 0 then trains the UNet to generate such scenes from their captions (~0.3 s a step).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -252,41 +288,58 @@ def _write_tokenizer_like_sd15(tokenizer, folder: Path) -> None:
     (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
-def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0, unet_train_steps: int = 0) -> Path:
+def save_tiny_sd(out_dir: str | Path, seed: int = 0, vae_train_steps: int = 0, unet_train_steps: int = 0,
+                 weights_dtype: str = "float32", overwrite: bool = True, command: str | None = None) -> Path:
     """Build the tiny SD and save it in diffusers format (``model_index.json`` + one folder per part).
 
-    The folder is written under a temporary name and renamed, so an interrupted build never leaves a
-    folder that looks complete. A ``lumen_tiny_sd.json`` records the seed it was built with.
+    The folder is written under a temporary name and renamed, so an interrupted build never leaves a folder
+    that looks complete. ``lumen_tiny_sd.json`` records how it was made: seed, step counts, the command,
+    library versions, threads and the time taken. ``weights_dtype="float16"`` halves the files (the model is
+    loaded in the dtype asked for, as SD 1.5's fp16 weights are). An existing ``out_dir`` is replaced only
+    with ``overwrite``.
     """
+    import platform
     import shutil
+    import time
+
+    import diffusers
 
     out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose another folder or pass --overwrite to replace it")
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    start = time.perf_counter()
     pipe = build_tiny_sd(seed, vae_train_steps, unet_train_steps)
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    seconds = time.perf_counter() - start
+    pipe.to(TINY_WEIGHT_DTYPES[weights_dtype]).save_pretrained(tmp, safe_serialization=True)
     _write_tokenizer_like_sd15(pipe.tokenizer, tmp / "tokenizer")
-    settings = {"seed": seed, "vae_train_steps": vae_train_steps, "unet_train_steps": unet_train_steps}
-    (tmp / "lumen_tiny_sd.json").write_text(json.dumps({**settings, "builder": "lumen.tiny_sd",
-                                                        "version": BUILDER_VERSION}, indent=2))
+    info = {"builder": "lumen.tiny_sd", "version": BUILDER_VERSION, "seed": seed,
+            "vae_train_steps": vae_train_steps, "unet_train_steps": unet_train_steps, "weights_dtype": weights_dtype,
+            "command": command, "build_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
+    (tmp / "lumen_tiny_sd.json").write_text(json.dumps(info, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
 
 
+TINY_WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def tiny_sd_settings(folder: str | Path) -> dict | None:
-    """``{"seed", "vae_train_steps", "unet_train_steps"}`` a tiny SD folder was built with; None when it is not
-    one, is incomplete, or was built by another version of this builder (then it is rebuilt)."""
+    """What ``lumen_tiny_sd.json`` records of how a tiny SD folder was made (seed, step counts, command, ...);
+    None when the folder is not one, or was built by another version of this builder."""
     marker = Path(folder) / "lumen_tiny_sd.json"
     if not marker.is_file():
         return None
     info = json.loads(marker.read_text())
     if info.get("version") != BUILDER_VERSION:
         return None
-    return {"seed": int(info["seed"]), "vae_train_steps": int(info.get("vae_train_steps", 0)),
-            "unet_train_steps": int(info.get("unet_train_steps", 0))}
+    return info
 
 
 def build_sd15_architecture(device: str | torch.device = "cpu", seed: int = 0):

@@ -28,6 +28,7 @@ from lumen.cache import INDEX_FILE, load_cache
 from lumen.config import LumenConfig, save_config, to_yaml
 from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
 from lumen.cpu_memory import keep_freed_cpu_memory
+from lumen.cpu_threads import apply_cpu_threads
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
@@ -214,6 +215,7 @@ class Trainer:
         place(parts.text_encoder, acc.device, self.weight_dtype)
         vae_dtype = torch.float32 if (acc.mixed_precision == "fp16" and t.upcast_vae) else self.weight_dtype
         place(parts.vae, acc.device, vae_dtype)
+        apply_cpu_threads(cfg.cpu_threads, parts.unet, acc.device)
         self.parts = parts
         extractor = build_extractor(cfg, parts, dtype=self.layout_dtype)
         encoder = LayoutEncoder(self.pca)

@@ -71,8 +71,8 @@ def test_missing_file_and_non_mapping_file(tmp_path):
 
 def test_interpolation_is_resolved(tmp_path):
     cfg = load_config([REPO / "configs" / "tiny.yaml"], [f"output_dir={tmp_path}/run"])
-    assert cfg.model.pretrained == f"{tmp_path}/run/tiny-sd"
     assert cfg.data.root == f"{tmp_path}/run/data"
+    assert cfg.layout.pca_dir == f"{tmp_path}/run/pca"
 
 
 def test_saved_config_reloads_to_the_same_values(tmp_path):

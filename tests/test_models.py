@@ -35,7 +35,41 @@ def test_save_load_gives_identical_output(tiny_sd_dir):
     with torch.no_grad():
         image = torch.rand(1, 3, 128, 128) * 2 - 1
         assert torch.equal(built.vae.encode(image).latent_dist.mean, parts.vae.encode(image).latent_dist.mean)
-    assert tiny_sd_settings(tiny_sd_dir) == {"seed": 0, "vae_train_steps": 0, "unet_train_steps": 0}
+    info = tiny_sd_settings(tiny_sd_dir)
+    assert (info["seed"], info["vae_train_steps"], info["unet_train_steps"], info["weights_dtype"]) == (
+        0, 0, 0, "float32")
+
+
+def test_training_the_tiny_sd_is_reproducible(tmp_path, monkeypatch):
+    """The shipped model's claim: the same command gives the same weight files (here with a few steps and a
+    small image set, the same code path)."""
+    import hashlib
+
+    import lumen.tiny_sd
+
+    monkeypatch.setattr(lumen.tiny_sd, "UNET_TRAIN_IMAGES", 32)
+    digests = []
+    for name in ("a", "b"):
+        save_tiny_sd(tmp_path / name, seed=5, vae_train_steps=2, unet_train_steps=3, weights_dtype="float16")
+        digests.append({str(f.relative_to(tmp_path / name)): hashlib.sha256(f.read_bytes()).hexdigest()
+                        for f in sorted((tmp_path / name).rglob("*.safetensors"))})
+    assert len(digests[0]) == 3 and digests[0] == digests[1]
+    untrained = save_tiny_sd(tmp_path / "c", seed=5, weights_dtype="float16")
+    assert hashlib.sha256((untrained / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest() != \
+        digests[0]["unet/diffusion_pytorch_model.safetensors"]
+    parts = load_sd_components(str(tmp_path / "a"))  # float16 files, loaded in the dtype asked for
+    assert parts.unet.dtype == torch.float32
+
+
+def test_make_tiny_sd_does_not_replace_a_folder_unasked(tmp_path, capsys):
+    from lumen.errors import run_cli
+    from lumen_train.commands import make_tiny_sd
+
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "mine.txt").write_text("keep")
+    assert run_cli(make_tiny_sd.main, "make_tiny_sd.py", [str(tmp_path / "sd")]) == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert (tmp_path / "sd" / "mine.txt").read_text() == "keep"
 
 
 def test_loaded_parts_are_frozen_and_scheduler_is_sd15s(tiny_sd_dir):

@@ -33,7 +33,11 @@ def test_grids_images_and_metadata(trained_run, tmp_path):
     assert {r["prompt_index"] for r in meta["images"]} == {0, 1}
     first = meta["sources"][0]
     assert next(r["prompt"] for r in meta["images"] if r["source"] == 0 and r["prompt_index"] == 0) == first["caption"]
-    assert len({r["seed"] for r in meta["images"]}) == 8
+    # one seed per (source, repeat), the same for every prompt: the columns differ only by their prompt
+    seeds = {(r["source"], r["repeat"]): {x["seed"] for x in meta["images"]
+                                          if (x["source"], x["repeat"]) == (r["source"], r["repeat"])}
+             for r in meta["images"]}
+    assert all(len(s) == 1 for s in seeds.values()) and len(set.union(*seeds.values())) == 4
     for record in meta["images"]:
         assert load(out, record).shape == (64, 64, 3)
     assert (out / f"{first['name']}_grid.png").is_file()

@@ -1,8 +1,9 @@
 """A small synthetic data set written in the official COCO-Stuff 2017 layout.
 
-Scenes of stuff regions (sky over grass, sea, sand, snow or road; or a wall over a floor), with a few thing
-shapes on them (balls, kites, cars, boats, birds, chairs, plants), and five captions per image that describe
-them. Written exactly like the real data:
+Scenes of stuff regions (sky over grass, sea, sand, snow or road; or a wall over a floor), with one or two
+thing shapes on them (balls, kites, cars, boats, birds, chairs, plants) in one of nine colours, at random
+places and sizes, and five captions per image that name them, their colours and the ground. Written exactly
+like the real data:
 
     {root}/{split}2017/{id:012d}.jpg
     {root}/annotations/captions_{split}2017.json        5 captions per image, not grouped by image
@@ -16,7 +17,7 @@ arguments write the same files.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ class Category:
     word: str  # how a caption says it
     colour: tuple[int, int, int]
     supercategory: str
+    colour_word: str = ""  # a thing's colour as the captions name it (stuff has its own, unnamed)
 
 
 SKIES = [Category(157, "sky-other", "sky", (110, 160, 225), "sky"),
@@ -48,7 +50,8 @@ FLOORS = [Category(118, "floor-wood", "wooden floor", (150, 105, 60), "floor"),
           Category(117, "floor-tile", "tiled floor", (210, 210, 200), "floor")]
 EXTRA_STUFF = [Category(135, "mountain", "mountains", (120, 110, 105), "solid"),
                Category(169, "tree", "trees", (35, 95, 40), "plant")]
-# Things with the shape they are drawn as and where they go.
+# Things with the shape they are drawn as and where they go. A thing's colour is drawn per image from
+# THING_COLOURS and named in the captions, so a text-conditioned model learns what a colour word does.
 THINGS = {
     "outdoor": [(Category(37, "sports ball", "ball", (230, 60, 40), "sports"), "circle"),
                 (Category(38, "kite", "kite", (240, 200, 30), "sports"), "diamond"),
@@ -60,8 +63,9 @@ THINGS = {
                (Category(62, "chair", "chair", (120, 70, 30), "furniture"), "chair"),
                (Category(64, "potted plant", "potted plant", (40, 130, 50), "furniture"), "plant")],
 }
-COLOUR_WORDS = {(230, 60, 40): "red", (240, 200, 30): "yellow", (200, 30, 30): "red", (40, 40, 40): "black",
-                (250, 250, 250): "white", (120, 70, 30): "brown", (40, 130, 50): "green"}
+THING_COLOURS = {"red": (215, 35, 30), "orange": (245, 135, 20), "yellow": (245, 215, 30),
+                 "green": (40, 170, 50), "blue": (35, 75, 215), "purple": (135, 45, 175),
+                 "pink": (245, 125, 180), "white": (248, 248, 248), "black": (25, 25, 25)}
 
 
 def _draw_thing(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, size: int, value: int) -> None:
@@ -115,10 +119,13 @@ def _scene(rng: np.random.Generator, width: int, height: int):
     things = []
     for pick in rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False):
         category, shape = pool[pick]
-        size = int(min(width, height) * rng.uniform(0.07, 0.14))
+        colour_word = list(THING_COLOURS)[rng.integers(len(THING_COLOURS))]
+        category = replace(category, colour=THING_COLOURS[colour_word], colour_word=colour_word)
+        size = int(min(width, height) * rng.uniform(0.1, 0.2))
         cx = int(rng.uniform(0.2, 0.8) * width)
         flies = shape in ("diamond", "triangle")
-        cy = int(rng.uniform(0.1, 0.8) * horizon) if flies else int(rng.uniform(horizon + size, height - size))
+        cy = (int(rng.uniform(0.15, 0.8) * horizon) if flies
+              else int(rng.uniform(horizon + size * 0.5, max(horizon + size * 0.5 + 1, height - size))))
         # A one-pixel unlabeled rim, as real annotations leave between touching regions.
         _draw_thing(draw, shape, cx, cy, size + 1, IGNORE)
         _draw_thing(draw, shape, cx, cy, size, category.id - 1)
@@ -126,20 +133,25 @@ def _scene(rng: np.random.Generator, width: int, height: int):
     return np.array(label), used, things, indoor
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article ("a red", "an orange")."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
 def _captions(rng: np.random.Generator, used, things, indoor: bool) -> list[str]:
     upper, lower = used[0], used[1]
     thing = things[0]
-    colour = COLOUR_WORDS.get(thing.colour, "")
+    colour = thing.colour_word
     where = "in a room" if indoor else f"under a {'cloudy' if upper.name == 'clouds' else 'blue'} sky"
     on = "on the" if thing.word not in ("kite", "bird") else "above the"
     extra = f" with {used[2].word} behind" if len(used) > 2 else ""
-    many = f" and a {things[1].word}" if len(things) > 1 else ""
+    many = f" and {_a(things[1].colour_word)} {things[1].word}" if len(things) > 1 else ""
     captions = [
-        f"a {colour} {thing.word}{many} {on} {lower.word} {where}",
-        f"a photo of a {thing.word} {on} {lower.word}{extra}",
-        f"there is a {colour} {thing.word} in front of the {upper.word}",
-        f"{lower.word} and {upper.word} with a {thing.word}{many}",
-        f"a simple picture of a {thing.word} {on} {lower.word}",
+        f"{_a(colour)} {thing.word}{many} {on} {lower.word} {where}",
+        f"a photo of {_a(colour)} {thing.word} {on} {lower.word}{extra}",
+        f"there is {_a(colour)} {thing.word} in front of the {upper.word}",
+        f"{lower.word} and {upper.word} with a {thing.word}",
+        f"a simple picture of {_a(colour)} {thing.word}{many} {on} {lower.word}",
     ]
     captions = [" ".join(c.split()) for c in captions]
     # Real COCO captions are raw human text: some start with a capital, some end with spaces or a newline.

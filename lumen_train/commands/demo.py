@@ -1,21 +1,23 @@
 """The main job on the embedded default: python scripts/demo.py [CONFIG.yaml ...] [key=value ...]
 
-Without arguments it uses configs/tiny.yaml. Stages (each reuses what an earlier run already made):
-  1. build the tiny Stable Diffusion (diffusers format) under output_dir/tiny-sd, and tiny vision transformers
-     (DINOv2, DINO, CLIP, SigLIP; random weights) under output_dir/backbones;
+Without arguments it uses configs/tiny.yaml: the small Stable Diffusion shipped in models/tiny-sd (trained on
+synthetic scenes by scripts/make_tiny_sd.py). Stages (each reuses what an earlier run already made):
+  1. check the model, and build tiny vision transformers (DINOv2, DINO, CLIP, SigLIP; random weights) under
+     output_dir/backbones;
   2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
   3. check the data set with the doctor; 4. load the model back through the real loading path;
   5. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
   6. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
   7. the layouts of every backbone for the same images (scripts/compare_backbones.py, one picture);
-  8. train the ControlNet for a few dozen steps with two processes (train/launch.py), with checkpoints and
-     validation grids;
+  8. train the ControlNet with two processes (train/launch.py), with checkpoints and validation grids;
   9-11. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
-Stages 5 to 11 run as the commands a user would type, printed before they run.
+Stages 5 to 11 run as the commands a user would type, printed before they run. The demo ends with the time
+of each stage; scripts/demo.sh passes the environment set-up's time in LUMEN_DEMO_SETUP_SECONDS.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -33,7 +35,7 @@ from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
 from lumen.errors import run_cli
 from lumen.models import TORCH_DTYPES, load_sd_components
 from lumen.tiny_backbones import KINDS, save_tiny_backbone
-from lumen.tiny_sd import save_tiny_sd, tiny_sd_settings
+from lumen.tiny_sd import tiny_sd_settings
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (scripts/, train/, configs/)
 DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs", "compare")
@@ -60,34 +62,77 @@ def _two_processes() -> tuple[str, ...]:
     return ("--num_processes", "1") if gpus == 1 else ("--multi_gpu", "--num_processes", "2")
 
 
-def _stage(number: int, title: str) -> float:
-    print(f"\n[{number}] {title}", flush=True)
-    return time.perf_counter()
+class StageClock:
+    """Prints each stage's title as it starts and keeps how long each took, for the table at the end."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+        self._current: tuple[str, float] | None = None
+
+    def stage(self, number: int, title: str, short: str) -> float:
+        self.stop()
+        print(f"\n[{number}] {title}", flush=True)
+        self._current = (f"[{number}] {short}", time.perf_counter())
+        return self._current[1]
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, start = self._current
+            elapsed = time.perf_counter() - start
+            self.times.append((name, elapsed))
+            print(f"    ({elapsed:.1f} s)", flush=True)
+            self._current = None
+
+    def report(self, setup_seconds: float | None) -> str:
+        """The stage times and the total, environment set-up included when ``setup_seconds`` is known."""
+        rows = ([("environment (scripts/setup.sh)", setup_seconds)] if setup_seconds is not None else []) + self.times
+        width = max(len(name) for name, _ in rows)
+        lines = [f"  {name:<{width}}  {seconds:6.1f} s" for name, seconds in rows]
+        total = sum(seconds for _, seconds in rows)
+        lines.append(f"  {'total':<{width}}  {total:6.1f} s ({total / 60:.1f} min)")
+        return "\n".join(lines)
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """A short hash of a local model folder's weight files (names, sizes and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def prepare_tiny_models(cfg, out: Path) -> list[str]:
-    """Build the tiny SD and the tiny vision transformers, or reuse those an earlier demo built with the same
-    settings. A rebuilt SD makes the earlier demo's layouts, ControlNets and samples stale: they are removed."""
-    start = time.perf_counter()
-    model_dir = Path(cfg.model.pretrained)
-    wanted = {"seed": cfg.tiny_model.seed, "vae_train_steps": cfg.tiny_model.vae_train_steps,
-              "unet_train_steps": cfg.tiny_model.unet_train_steps}
-    if tiny_sd_settings(model_dir) == wanted:
-        print(f"    reusing {model_dir}")
-    else:
-        save_tiny_sd(model_dir, **wanted)
-        print(f"    built {model_dir} ({time.perf_counter() - start:.1f} s)")
-        stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
-        for path in stale:  # made with the previous model: they would be refused, so start them afresh
-            shutil.rmtree(path)
-        if stale:
-            print(f"    removed what an earlier demo made with the previous model: {', '.join(p.name for p in stale)}")
+    """Check the model the demo samples with, and build the tiny vision transformers (or reuse those an earlier
+    demo built). When the model differs from the one an earlier demo in ``out`` used (an updated checkout
+    ships a retrained one), that demo's layouts, ControlNets and samples would be refused by every stage:
+    they are removed, and the demo says which."""
+    model = cfg.model.pretrained
+    summary = [f"Stable Diffusion (diffusers format): {model}"]
+    if Path(model).is_dir():
+        marker = out / "demo_model.json"
+        current = {"model": str(model), "weights": model_fingerprint(Path(model))}
+        previous = json.loads(marker.read_text()) if marker.is_file() else None
+        if previous is not None and previous != current:
+            stale = [p for p in out.iterdir() if p.name in DERIVED or p.name.startswith(("checkpoint-", "samples"))]
+            for path in stale:
+                shutil.rmtree(path)
+            if stale:
+                print(f"    {out} was made with another model ({previous['model']}, weights "
+                      f"{previous['weights']}); removed what it made with it: {', '.join(p.name for p in stale)}")
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(current, indent=2))
+        info = tiny_sd_settings(model)
+        if info is not None:
+            print(f"    {model}: made by `{info.get('command', 'lumen.tiny_sd')}`")
     backbones = out / "backbones"
     for kind in KINDS:
         if not (backbones / kind / "config.json").is_file():
-            save_tiny_backbone(kind, backbones / kind, seed=cfg.tiny_model.seed)
-    return [f"tiny SD (diffusers format): {model_dir}",
-            f"tiny vision transformers (transformers format): {backbones}"]
+            save_tiny_backbone(kind, backbones / kind, seed=cfg.seed)
+    print(f"    tiny vision transformers (random weights): {backbones}")
+    return [*summary, f"tiny vision transformers (transformers format): {backbones}"]
 
 
 def main(argv=None) -> int:
@@ -99,10 +144,11 @@ def main(argv=None) -> int:
     config_path = save_config(cfg, out, "demo_config.yaml")
     summary = [f"resolved config: {config_path}"]
 
-    _stage(1, "tiny Stable Diffusion and tiny vision transformers")
+    clock = StageClock()
+    clock.stage(1, "the tiny Stable Diffusion and tiny vision transformers", "tiny models")
     summary += prepare_tiny_models(cfg, out)
 
-    start = _stage(2, "synthetic COCO-Stuff data set")
+    start = clock.stage(2, "synthetic COCO-Stuff data set", "synthetic data")
     syn = cfg.synthetic
     if synthetic_matches(cfg.data.root, syn.num_train, syn.num_val, syn.width, syn.height, syn.seed):
         print(f"    reusing {cfg.data.root}")
@@ -118,14 +164,14 @@ def main(argv=None) -> int:
                                       f"(resized, centre-cropped)")
     summary.append(f"picture of the data: {preview}")
 
-    _stage(3, "doctor: preflight of the data set")
+    clock.stage(3, "doctor: preflight of the data set", "doctor")
     passed, report = run_doctor(cfg.data, progress=False)
     print("    " + report.replace("\n", "\n    "))
     if not passed:
         print("demo: the data set did not pass the doctor", file=sys.stderr)
         return 1
 
-    start = _stage(4, "load the model through the real from_pretrained path")
+    start = clock.stage(4, "load the model through the real from_pretrained path", "load the model")
     parts = load_sd_components(cfg.model.pretrained, cfg.model.revision, cfg.model.variant,
                                TORCH_DTYPES[cfg.model.dtype.value])
     sizes = {name: sum(p.numel() for p in getattr(parts, name).parameters())
@@ -133,23 +179,24 @@ def main(argv=None) -> int:
     print("    " + ", ".join(f"{name} {n / 1e6:.2f} M parameters" for name, n in sizes.items())
           + f" ({time.perf_counter() - start:.1f} s)")
 
-    _stage(5, "fit the layout PCA on the training split")
+    clock.stage(5, "fit the layout PCA on the training split", "fit the PCA")
     _run("scripts/fit_pca.py", argv)
     summary.append(f"PCA and its explained-variance plot: {Path(cfg.layout.pca_dir) / 'explained_variance.png'}")
 
-    _stage(6, "cache layouts and latents")
+    clock.stage(6, "cache layouts and latents", "encode layouts")
     _run("scripts/encode_layouts.py", argv)
     pictures = sorted((out / "cache" / cfg.data.val_split / "pictures").glob("*.png"))
     summary.append(f"layout cache (datasets shards): {out / 'cache'}")
     if pictures:
         summary.append(f"layout pictures: {pictures[0].parent} ({len(pictures)} images, e.g. {pictures[0].name})")
 
-    _stage(7, "the layouts of every backbone for the same images (SD, DINOv2, DINO, CLIP, SD+DINOv2, any ViT)")
+    clock.stage(7, "the layouts of every backbone for the same images (SD, DINOv2, DINO, CLIP, SD+DINOv2, any ViT)",
+                "compare backbones")
     _run("scripts/compare_backbones.py", [*argv, "compare.train_steps=0"])
     summary.append(f"every backbone's layouts of the same images: {Path(cfg.compare.out) / 'comparison.png'} "
                    f"(table: comparison.md)")
 
-    _stage(8, "train the ControlNet (a few dozen steps, two processes)")
+    clock.stage(8, f"train the ControlNet ({cfg.train.max_train_steps} steps, two processes)", "train the ControlNet")
     # An earlier demo's run is continued (already at its last step, it only writes the final ControlNet).
     _run("train/train_controlnet.py", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
     checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
@@ -160,12 +207,13 @@ def main(argv=None) -> int:
     summary.append(f"trained ControlNet (diffusers format + lumen.json): {out / 'controlnet'}")
     summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
 
-    _stage(9, "sample with prompt edits (the layout fixes the scene, the prompt its look)")
+    clock.stage(9, "sample with prompt edits (the layout fixes the scene, the prompt its look)", "sample")
     _run("scripts/sample.py", argv)
     summary.append(f"prompt-edit grids: {sorted(Path(cfg.sample.out_dir).glob('*_grid.png'))[0]} "
                    f"(and the other sources beside it; metadata in samples.json)")
 
-    _stage(10, "sweep the number of layout components (fewer: more diversity, less fidelity)")
+    clock.stage(10, "sweep the number of layout components (fewer: more diversity, less fidelity)",
+                "component sweep")
     sweep_dir = out / "samples_sweep"
     sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
     _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}",
@@ -173,13 +221,16 @@ def main(argv=None) -> int:
                                "sample.num_images_per_prompt=2", "sample.prompts=[]"])
     summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
 
-    _stage(11, "evaluate the sweep: layout fidelity and diversity per number of components")
+    clock.stage(11, "evaluate the sweep: layout fidelity and diversity per number of components", "evaluate")
     _run("scripts/evaluate.py", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
     summary.append(f"evaluation table: {Path(cfg.evaluate.out) / 'metrics.md'}")
 
+    clock.stop()
     print("\nDemo finished. Where things are:")
     for line in summary:
         print(f"  - {line}")
+    setup = os.environ.get("LUMEN_DEMO_SETUP_SECONDS")
+    print("\nTime per stage:\n" + clock.report(float(setup) if setup else None))
     return 0
 
 
