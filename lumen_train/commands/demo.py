@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     summary = [f"resolved config: {config_path}"]
 
     clock = StageClock()
-    clock.stage(1, "the tiny Stable Diffusion and tiny vision transformers", "tiny models")
+    clock.stage(1, "check the model; build the tiny vision transformers", "models")
     summary += prepare_tiny_models(cfg, out)
 
     start = clock.stage(2, "synthetic COCO-Stuff data set", "synthetic data")
