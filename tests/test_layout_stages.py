@@ -104,4 +104,4 @@ def test_fit_pca_on_real_photos(shared_data, tiny_sd_dir, tmp_path):
             f"data.root={shared_data / 'coco-mini'}"]
     assert fit_pca.main(argv) == 0
     pca = load_pca(tmp_path / "pca")
-    assert pca.settings["num_samples"] == 2000 and pca.n_components == 20 and pca.settings["skipped_images"] == 0
+    assert pca.settings["num_samples"] == 4000 and pca.n_components == 20 and pca.settings["skipped_images"] == 0
