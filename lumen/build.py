@@ -16,8 +16,8 @@ from lumen.backbones import TransformerSpec, load_transformer_extractor, resolve
 from lumen.config import Backbone, DType, Facet, LumenConfig
 from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 from lumen.cpu_threads import apply_cpu_threads
-from lumen.data.coco_stuff import CocoStuffDataset, read_split
-from lumen.data.paths import resolve_split_paths
+from lumen.data.coco_stuff import CocoStuffDataset
+from lumen.data.splits import read_data_split
 from lumen.features.base import FeatureExtractor
 from lumen.features.fusion import FusedFeatureExtractor
 from lumen.features.sd import SDFeatureExtractor
@@ -124,8 +124,7 @@ def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = Tr
 
 def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none") -> CocoStuffDataset:
     """The data set of a split at the config's resolution (training draws or evaluation captions)."""
-    index = read_split(resolve_split_paths(cfg.data, split), limit=cfg.data.limit,
-                       load_stuff=labels == "stuff_json")
+    index = read_data_split(cfg.data, split, load_stuff=labels == "stuff_json")
     return CocoStuffDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
                             empty_prompt_probability=cfg.train.empty_prompt_probability, labels=labels)
 

@@ -251,8 +251,8 @@ def write_layout_pictures(dataset, rows, folder: Path, count: int) -> list[Path]
     paths = []
     for row in range(min(count, len(rows))):
         item = rows[row]
-        image_id = int(item["image_id"])
-        sample = dataset[position[image_id]]
+        i = position[int(item["image_id"])]
+        sample = dataset[i]
         paths.append(save_layout_picture(sample["pixel_values"], item["layout"].float(),
-                                         folder / f"{image_id:012d}.png", caption=sample["caption"]))
+                                         folder / f"{dataset.index.records[i].name}.png", caption=sample["caption"]))
     return paths

@@ -92,6 +92,14 @@ class DataLayout(str, enum.Enum):
     cocostuff = "cocostuff"  # {root}/images/{split}2017, {root}/annotations/{split}2017
 
 
+class DataSource(str, enum.Enum):
+    """How a data set is stored (see data/README.md); every source but coco is read with ``datasets``."""
+
+    coco = "coco"  # COCO 2017 / COCO-Stuff: {split}2017/ folders and annotations/captions_{split}2017.json
+    imagefolder = "imagefolder"  # a folder of images with metadata.jsonl or metadata.csv (split subfolders optional)
+    hf_dataset = "hf_dataset"  # a save_to_disk folder or a Hugging Face dataset id
+
+
 class LabelSource(str, enum.Enum):
     """Which label maps to read with the images (all decoded to the stuffthingmaps convention)."""
 
@@ -114,13 +122,24 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """A COCO-Stuff / COCO captions data set on disk (see data/README.md for the layouts)."""
+    """The images and captions: COCO-Stuff / COCO, an image folder or a Hugging Face dataset (see
+    data/README.md for each layout)."""
 
-    root: str = setting("data/coco-stuff", doc="The folder holding {split}2017/ and annotations/ (data/README.md).")
+    source: DataSource = setting(DataSource.coco,
+        doc="How the data set is stored: coco, imagefolder or hf_dataset (data/README.md).")
+    root: str = setting("data/coco-stuff",
+        doc="coco: the folder holding {split}2017/ and annotations/; imagefolder: the folder of images and "
+            "metadata; hf_dataset: a save_to_disk folder or a dataset id.")
+    image_column: Optional[str] = setting(None,
+        doc="imagefolder / hf_dataset: the image column (None: the first image feature).")
+    caption_column: Any = setting(None,
+        doc="imagefolder / hf_dataset: the caption column, or a list of them whose captions are pooled; a column "
+            "may hold one caption or a list (None: the first of text, caption, captions, txt).")
     layout: DataLayout = setting(DataLayout.auto,
         doc="Where images and label maps lie below data.root (auto: official, else cocostuff).")
     train_split: str = setting("train", doc="The split that trains (PCA fit, cache, ControlNet).")
-    val_split: str = setting("val", doc="The split that validates and is sampled from.")
+    val_split: str = setting("val",
+        doc="The split that validates and is sampled from (imagefolder / hf_dataset: val also finds validation).")
     images_dir: Optional[str] = setting(None,
         doc="Explicit image folder ({root} and {split} filled in); overrides data.layout.")
     captions_file: str = setting("{root}/annotations/captions_{split}2017.json",
@@ -321,6 +340,9 @@ class TrainConfig:
             "stops; true removes them first.")
     checkpoint_on_interrupt: bool = setting(True, doc="Ctrl-C / SIGTERM: save a checkpoint, then stop (exit code 3).")
     report_to: Tracker = setting(Tracker.tensorboard, doc="Tracker: tensorboard, wandb or none.")
+    tracker_project_name: str = setting("lumen",
+        doc="The trackers' project (wandb's project; tensorboard's run folder below train.logging_dir).")
+    logging_dir: str = setting("${output_dir}/logs", doc="Where the trackers write (tensorboard's event files).")
     ema: bool = setting(False, doc="Also keep an exponential moving average of the ControlNet (controlnet_ema/).")
     ema_decay: float = setting(0.9999, low=0, high=1, doc="Its decay per optimizer step.")
     record_batches: bool = setting(False,
@@ -335,7 +357,12 @@ class ValidationConfig:
     """Samples of the validation images during training."""
 
     steps: int = setting(500, low=0, doc="Sample the validation images every this many optimizer steps (0: never).")
-    num_images: int = setting(4, low=0, doc="The first images of the val split.")
+    num_images: int = setting(4, low=0,
+        doc="The first images of the val split (with validation.images: at most this many of them).")
+    images: list[str] = setting(factory=list,
+        doc="Image files to validate on instead of the val split's first images.")
+    captions: list[str] = setting(factory=list,
+        doc="One caption per validation.images file (empty: the empty prompt for each).")
     prompt_edits: list[str] = setting(factory=list, doc="Extra prompts applied to every validation layout.")
     num_inference_steps: int = setting(20, low=1, high=1000, doc="Sampler steps per validation image.")
     guidance_scale: float = setting(7.5, low=0, doc="Classifier-free guidance scale.")
@@ -657,6 +684,16 @@ def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
         problems.append(f"bad value for config key 'compare.backbones' (from "
                         f"{sources.get('compare.backbones', 'the defaults')}): {cfg.compare.backbones}; expected "
                         f"distinct backbones among {', '.join(known)}")
+    if cfg.validation.captions and len(cfg.validation.captions) != len(cfg.validation.images):
+        problems.append(f"bad value for config key 'validation.captions' (from "
+                        f"{sources.get('validation.captions', 'the defaults')}): {len(cfg.validation.captions)} "
+                        f"caption(s) for {len(cfg.validation.images)} validation.images; give one per image, or none")
+    captions = cfg.data.caption_column
+    if not (captions is None or isinstance(captions, str)
+            or (isinstance(captions, list) and captions and all(isinstance(c, str) for c in captions))):
+        problems.append(f"bad value for config key 'data.caption_column' (from "
+                        f"{sources.get('data.caption_column', 'the defaults')}): {captions}; expected a column name "
+                        f"or a non-empty list of column names")
     if cfg.pca.n_components > cfg.pca.num_samples:
         problems.append(
             f"bad value for config key 'pca.n_components' (from {sources.get('pca.n_components', 'the defaults')}): "

@@ -38,11 +38,13 @@ class Source:
                 "image_id": self.image_id, "split": self.split, "from_cache": self.from_cache}
 
 
-def file_source(path: str | Path, resolution: int, caption: str = "", name: Optional[str] = None) -> Source:
+def file_source(path: str | Path, resolution: int, caption: str = "", name: Optional[str] = None,
+                key: str = "sample.images") -> Source:
+    """An image file as a source; one that cannot be read is refused naming the config ``key`` it came from."""
     try:
         image = load_image(Path(path))
     except OSError as err:
-        raise SampleInputError(f"sample.images: cannot read {path} ({err})") from None
+        raise SampleInputError(f"{key}: cannot read {path} ({err})") from None
     return Source(name or Path(path).stem, "file", caption, image_to_tensor(image, resolution), path=str(path))
 
 
@@ -62,7 +64,8 @@ def load_sources(images: list[str], image_ids: list[int], num_sources: int, from
             item = dataset[position[image_id]]
             if not isinstance(item, dict):
                 raise SampleInputError(f"image {image_id} of split '{split}' is unusable: {item.reason}")
-            sources.append(Source(f"{image_id:012d}", "split", item["caption"], item["pixel_values"],
+            sources.append(Source(dataset.index.records[position[image_id]].name, "split", item["caption"],
+                                  item["pixel_values"],
                                   image_id=image_id, split=split, from_cache=from_cache))
     return sources
 

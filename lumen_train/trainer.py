@@ -36,6 +36,7 @@ from lumen.errors import LumenError, MissingDependencyError, writing
 from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
 from lumen.models import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
 from lumen.pca import load_pca
+from lumen.sources import file_source
 from lumen.training import ControlNetTask, build_optimizer
 from lumen_train.checkpointing import (
     checkpoint_folders,
@@ -46,7 +47,7 @@ from lumen_train.checkpointing import (
     save_checkpoint,
 )
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.validation import build_validation_set, run_validation, validation_fidelity
+from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Trainer:
             mixed_precision=t.mixed_precision.value,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             log_with=None if t.report_to.value == "none" else t.report_to.value,
-            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=cfg.train.logging_dir),
             # Pinned batches go to the GPU asynchronously (the copy overlaps the step before).
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=self._pin_memory(cfg)),
         )
@@ -305,7 +306,7 @@ class Trainer:
         acc.register_load_state_pre_hook(self._load_hook)
         self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
         if acc.is_main_process and t.report_to.value != "none":
-            acc.init_trackers("lumen", config=_flat_config(cfg))
+            acc.init_trackers(cfg.train.tracker_project_name, config=_flat_config(cfg))
         self.validation_set = None
         if cfg.validation.steps > 0 and cfg.validation.num_images > 0:
             self.validation_set = self._build_validation_set()
@@ -336,6 +337,12 @@ class Trainer:
 
     def _build_validation_set(self):
         cfg = self.cfg
+        if cfg.validation.images:
+            self._check_extraction_dtype("validation computes the layouts of validation.images")
+            captions = cfg.validation.captions or [""] * len(cfg.validation.images)
+            sources = [file_source(path, cfg.data.resolution, caption, key="validation.images")
+                       for path, caption in list(zip(cfg.validation.images, captions))[:cfg.validation.num_images]]
+            return files_validation_set(sources, self.extractor, self.encoder)
         val = split_dataset(cfg, cfg.data.val_split)
         cached = self.out / "cache" / cfg.data.val_split / INDEX_FILE
         if cfg.train.use_cache and cached.is_file():

@@ -30,6 +30,10 @@ class ValidationSet:
     layouts: torch.Tensor  # (K, N, h, w)
     captions: list[str]  # the first caption of each image
     image_ids: list[int]
+    names: Optional[list[str]] = None  # how the grid labels each image (None: "image <id>")
+
+    def label(self, i: int) -> str:
+        return self.names[i] if self.names else f"image {self.image_ids[i]}"
 
 
 def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
@@ -49,6 +53,16 @@ def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
     else:
         layouts = encoder(extractor.features(images)).cpu()
     return ValidationSet(images, layouts, [s["caption"] for s in samples], [s["image_id"] for s in samples])
+
+
+def files_validation_set(sources, extractor, encoder) -> ValidationSet:
+    """A validation set of image files (``lumen.sources.Source`` s) with their layouts computed here."""
+    from lumen.data.tables import stable_id
+
+    images = torch.stack([s.pixel_values for s in sources])
+    layouts = encoder(extractor.features(images)).cpu()
+    return ValidationSet(images, layouts, [s.caption for s in sources], [stable_id(s.path) for s in sources],
+                         names=[s.name for s in sources])
 
 
 def _residuals_in(dtype: torch.dtype):
@@ -130,7 +144,7 @@ def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -
 
 def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:
     """Rows: validation images. Columns: source, layout (components 1-3), then one sample per prompt."""
-    rows = [GridRow(to_uint8_image(val.images[i]), f"image {val.image_ids[i]}", val.layouts[i],
+    rows = [GridRow(to_uint8_image(val.images[i]), val.label(i), val.layouts[i],
                     [samples[(i, j)] for j in range(len(row_prompts))],
                     [("caption: " if j == 0 else "edit: ") + prompt for j, prompt in enumerate(row_prompts)])
             for i, row_prompts in enumerate(prompts)]

@@ -9,6 +9,7 @@ batch while keeping its path and reason in ``batch["bad"]``, so the training pro
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections import defaultdict
@@ -29,7 +30,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a split with its captions (stripped, in annotation-id order: ``captions[0]`` is the first)."""
+    """One image of a split with its captions (stripped; for COCO in annotation-id order: ``captions[0]`` is the
+    first).
+
+    ``image_id`` is COCO's id, or for other sources a stable 63-bit number made from ``key``, the sample's name
+    in its source (a file's path below the root, ``<split>[<row>]`` of a table, ``<shard>/<key>`` of a tar
+    shard): caches and samples refer to images by it. ``row`` is the row of a table source; ``height`` and
+    ``width`` are 0 when the source does not list them.
+    """
 
     image_id: int
     path: Path
@@ -37,22 +45,56 @@ class ImageRecord:
     height: int
     width: int
     label_path: Optional[Path] = None
+    key: str = ""
+    row: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe name: COCO's zero-padded id, else the key with separators replaced."""
+        if not self.key:
+            return f"{self.image_id:012d}"
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.key).with_suffix("").as_posix())
 
 
 @dataclass
 class SplitIndex:
-    """The usable records of a split, plus what was left out while reading the caption file."""
+    """The usable records of a split, plus what was left out while reading the caption file (or table).
 
-    paths: SplitPaths
+    ``paths`` locates a COCO split; other sources give ``split_name`` and ``location`` (what was read) instead,
+    and a table source its ``table`` (a ``datasets.Dataset`` whose ``image_column`` is not decoded).
+    """
+
+    paths: Optional[SplitPaths]
     records: list[ImageRecord]
     images_listed: int
     num_captions: int
-    images_without_captions: list[int] = field(default_factory=list)
+    images_without_captions: list = field(default_factory=list)  # COCO ids, or keys of other sources
     empty_captions: int = 0  # captions that were blank after stripping (dropped)
     stuff_annotations: Optional[dict[int, list[dict]]] = None  # image id -> its stuff annotations
+    split_name: str = ""
+    location: str = ""
+    table: Any = None
+    image_column: Optional[str] = None
+    caption_columns: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def split(self) -> str:
+        return self.paths.split if self.paths is not None else self.split_name
+
+    def read_image(self, record: ImageRecord) -> Image.Image:
+        """The record's image, fully decoded. Raises ``OSError`` (or ``ValueError``) when it cannot be read."""
+        if record.row is None:
+            return load_image(record.path)
+        value = self.table[record.row][self.image_column]
+        data = value.get("bytes") if isinstance(value, dict) else None
+        if data is None:
+            if not isinstance(value, dict) or not value.get("path"):
+                raise OSError(f"no image in column '{self.image_column}'")
+            return load_image(Path(value["path"]))
+        return decode_image_bytes(data)
 
 
 def _read_json(path: Path) -> dict:
@@ -155,6 +197,13 @@ def load_image(path: Path) -> Image.Image:
         return image.copy()
 
 
+def decode_image_bytes(data: bytes) -> Image.Image:
+    """``load_image`` for an encoded image held in memory (a table cell, a tar member)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.copy()
+
+
 class CocoStuffDataset(torch.utils.data.Dataset):
     """Samples of a ``SplitIndex``: ``{"pixel_values", "caption", "image_id"[, "label"]}``.
 
@@ -178,6 +227,9 @@ class CocoStuffDataset(torch.utils.data.Dataset):
         empty_prompt_probability: float = 0.0,
         labels: str = "none",
     ) -> None:
+        if labels != "none" and index.paths is None:
+            raise DataLayoutError(f"data.labels={labels}: label maps come with COCO-Stuff only (data.source=coco); "
+                                  f"split '{index.split}' is read from {index.location}")
         if labels == "stuffthingmaps" and index.paths.label_maps_dir is None:
             raise DataLayoutError(
                 f"data.labels=stuffthingmaps but no label-map folder was found for split '{index.paths.split}' "
@@ -214,7 +266,7 @@ class CocoStuffDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any] | BadSample:
         record = self.index.records[i]
         try:
-            image = load_image(record.path)
+            image = self.index.read_image(record)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             reason = "file not found" if isinstance(err, FileNotFoundError) else f"unreadable image ({err})"
             return BadSample(str(record.path), reason)

@@ -1,6 +1,8 @@
-"""Preflight of a COCO-Stuff data set: find every problem before any GPU time is spent.
+"""Preflight of a data set (COCO-Stuff, an image folder or a Hugging Face dataset): find every problem before any
+GPU time is spent.
 
-For each split: images listed in the caption file and found on disk, captions and caption-count statistics,
+For each split: images listed in the caption file (or metadata, or table) and found, captions and caption-count
+statistics,
 images without captions, files listed but missing, images that cannot be decoded (corrupt or truncated),
 label maps (present, readable, 2-D uint8, the image's size, values in the expected set) and stuff annotations.
 Every image is decoded in full, with a thread pool (Pillow releases the GIL while decoding).
@@ -20,9 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from lumen.config import DataConfig
-from lumen.data.coco_stuff import ImageRecord, SplitIndex, load_image, read_split
+from lumen.data.coco_stuff import ImageRecord, SplitIndex
 from lumen.data.labels import LabelMapError, read_stuffthingmap, valid_label_values
-from lumen.data.paths import DataLayoutError, resolve_split_paths
+from lumen.data.paths import DataLayoutError
+from lumen.data.splits import read_data_split
 
 _VALID_LABELS = valid_label_values()
 
@@ -48,19 +51,20 @@ class SplitReport:
         return len(self.bad_images) / max(self.images_checked, 1)
 
 
-def _check_image(record: ImageRecord) -> tuple[Optional[str], Optional[str], Optional[str], bool]:
+def _check_image(index: SplitIndex, record: ImageRecord) -> tuple[Optional[str], Optional[str], Optional[str], bool]:
     """Returns (image problem, label-map problem, warning, label map found) for one record."""
     image_problem = label_problem = warning = None
     size = None
-    if not record.path.is_file():
-        image_problem = "listed in the caption file but missing on disk"
+    if record.row is None and not record.path.is_file():
+        image_problem = ("listed in the caption file but missing on disk" if index.paths is not None
+                         else "listed in the metadata but missing on disk")
     else:
         try:
-            image = load_image(record.path)
+            image = index.read_image(record)
             size = (image.height, image.width)
         except Exception as err:
             image_problem = f"cannot be decoded ({type(err).__name__}: {err})"
-    if size is not None and size != (record.height, record.width):
+    if size is not None and record.height and size != (record.height, record.width):
         warning = f"image is {size[1]}x{size[0]} but the caption file says {record.width}x{record.height}"
     found = False
     if record.label_path is not None:
@@ -85,22 +89,22 @@ def _check_image(record: ImageRecord) -> tuple[Optional[str], Optional[str], Opt
 
 def check_split(index: SplitIndex, num_workers: int = 4, progress: bool = True) -> SplitReport:
     """Check every image (and label map) of ``index``; counts and problems go into a ``SplitReport``."""
-    report = SplitReport(split=index.paths.split, index=index)
+    report = SplitReport(split=index.split, index=index)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        results = pool.map(_check_image, index.records)
+        results = pool.map(lambda record: _check_image(index, record), index.records)
         for record, (image_problem, label_problem, warning, found) in tqdm(
             zip(index.records, results), total=len(index.records), desc=f"checking {report.split}",
             unit="img", disable=not progress,
         ):
             if image_problem:
-                report.bad_images[str(record.path)] = image_problem
+                report.bad_images[record.key or str(record.path)] = image_problem
             if label_problem:
                 report.label_problems[str(record.label_path)] = label_problem
             if warning:
                 report.warnings[str(record.path)] = warning
             report.label_maps_found += found
-    if index.paths.stuff_file is not None:
+    if index.paths is not None and index.paths.stuff_file is not None:
         with open(index.paths.stuff_file, encoding="utf-8") as handle:
             annotations = json.load(handle).get("annotations", [])
         report.stuff_annotations = len(annotations)
@@ -122,12 +126,17 @@ def _caption_stats(index: SplitIndex) -> str:
 def format_report(report: SplitReport, max_bad_fraction: float, show: int = 50) -> str:
     """A human-readable report of one split; problems are listed with their paths (up to ``show`` each)."""
     index, paths = report.index, report.index.paths
-    lines = [f"== split '{report.split}' ==",
-             f"  images folder:  {paths.images_dir}",
-             f"  captions file:  {paths.captions_file}",
-             f"  label maps:     {paths.label_maps_dir or '(none found)'}",
-             f"  stuff file:     {paths.stuff_file or '(none found)'}",
-             f"  images listed:  {index.images_listed}",
+    lines = [f"== split '{report.split}' =="]
+    if paths is not None:
+        lines += [f"  images folder:  {paths.images_dir}",
+                  f"  captions file:  {paths.captions_file}",
+                  f"  label maps:     {paths.label_maps_dir or '(none found)'}",
+                  f"  stuff file:     {paths.stuff_file or '(none found)'}"]
+    else:
+        lines += [f"  read from:      {index.location}",
+                  f"  columns:        image '{index.image_column}', captions "
+                  f"{', '.join(repr(c) for c in index.caption_columns)}"]
+    lines += [f"  images listed:  {index.images_listed}",
              f"  with captions:  {len(index.records)} images, {index.num_captions} captions",
              f"  captions:       {_caption_stats(index)}"]
     if index.images_without_captions:
@@ -135,7 +144,7 @@ def format_report(report: SplitReport, max_bad_fraction: float, show: int = 50) 
         lines.append(f"  WITHOUT CAPTION (excluded): {len(index.images_without_captions)} images: {ids}")
     if index.empty_captions:
         lines.append(f"  blank captions (dropped): {index.empty_captions}")
-    if paths.label_maps_dir is not None:
+    if paths is not None and paths.label_maps_dir is not None:
         lines.append(f"  label maps:     {report.label_maps_found} of {len(index.records)} found")
     if report.stuff_annotations is not None:
         lines.append(f"  stuff JSON:     {report.stuff_annotations} annotations over {report.stuff_images} images")
@@ -173,13 +182,16 @@ def run_doctor(data: DataConfig, progress: bool = True) -> tuple[bool, str]:
     """Check the train and val splits of ``data``; returns (passed, the report as text)."""
     sections, reports, passed = [], [], True
     for split in dict.fromkeys([data.train_split, data.val_split]):
+        start = time.perf_counter()
         try:
-            index = read_split(resolve_split_paths(data, split), limit=data.limit)
+            index = read_data_split(data, split)
         except DataLayoutError as err:
             sections.append(f"== split '{split}' ==\n  FAIL: {err}")
             passed = False
             continue
+        listing = time.perf_counter() - start
         report = check_split(index, num_workers=max(1, data.num_workers), progress=progress)
+        report.seconds += listing  # the speed counts reading the caption file or table too
         reports.append(report)
         sections.append(format_report(report, data.max_bad_fraction))
         passed &= split_passes(report, data.max_bad_fraction)
