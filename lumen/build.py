@@ -122,9 +122,11 @@ def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = Tr
     return vit if sd is None else FusedFeatureExtractor(sd, vit, tuple(lay.fusion_weights))
 
 
-def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none") -> CocoStuffDataset:
-    """The data set of a split at the config's resolution (training draws or evaluation captions)."""
-    index = read_data_split(cfg.data, split, load_stuff=labels == "stuff_json")
+def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none",
+                  head: Optional[int] = None, image_ids: Optional[list[int]] = None) -> CocoStuffDataset:
+    """The data set of a split at the config's resolution (training draws or evaluation captions). A streaming
+    source (webdataset) gives the images ``image_ids``, or its first ``head`` images (``read_data_split``)."""
+    index = read_data_split(cfg.data, split, load_stuff=labels == "stuff_json", head=head, image_ids=image_ids)
     return CocoStuffDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
                             empty_prompt_probability=cfg.train.empty_prompt_probability, labels=labels)
 

@@ -139,8 +139,9 @@ class ShardRows:
 
 
 def write_shard(split_dir: Path, shard: int, rows: ShardRows, skipped: list[tuple[str, str]],
-                tmp_suffix: str = "") -> Path:
-    """Write one shard as a ``datasets`` folder, under a temporary name first; ``shard.json`` marks it done."""
+                tmp_suffix: str = "", extra: Optional[dict] = None) -> Path:
+    """Write one shard as a ``datasets`` folder, under a temporary name first; ``shard.json`` marks it done
+    (``extra``: more to record there, e.g. the tar shard it was read from)."""
     from datasets import Array3D, Dataset, Features, Sequence, Value
     from datasets.utils.logging import disable_progress_bar
 
@@ -157,7 +158,7 @@ def write_shard(split_dir: Path, shard: int, rows: ShardRows, skipped: list[tupl
     table = Dataset.from_dict({name: getattr(rows, name) for name in features}, features=features)
     with writing(tmp, f"cache shard {final.name}"):
         table.save_to_disk(str(tmp))
-        meta = {"rows": len(rows.image_id), "skipped": skipped, "files": file_manifest(tmp, checksums=True)}
+        meta = dict(extra or {}, rows=len(rows.image_id), skipped=skipped, files=file_manifest(tmp, checksums=True))
         (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -239,6 +240,55 @@ def encode_shard(extractor, encoder, dataset, indices: Sequence[int], batch_size
                      output.latent_mean, output.latent_std)
         if progress is not None:
             progress.update(len(batch["image_id"]) + len(batch["bad"]))
+    return rows, skipped
+
+
+def encode_samples(extractor, encoder, samples, resolution: int, batch_size: int,
+                   on_bad: Callable[[str, str], None], stop: Callable[[int], bool],
+                   progress=None) -> tuple[Optional[ShardRows], list[tuple[str, str]]]:
+    """``encode_shard`` for a stream of ``lumen.data.webdataset.StreamSample`` s (one tar shard): each image is
+    decoded and resized as the map-style data sets do; an unusable one goes to ``on_bad(name, reason)``."""
+    from PIL import Image
+
+    from lumen.data.coco_stuff import decode_image_bytes
+    from lumen.data.tables import stable_id
+    from lumen.data.transforms import image_to_tensor
+
+    rows, skipped = ShardRows.empty(), []
+    batch: list = []
+
+    def flush() -> None:
+        if batch:
+            output = extractor(torch.stack([pixels for _, _, pixels in batch]))
+            rows.add([i for i, _, _ in batch], [c for _, c, _ in batch], encoder(output.features),
+                     output.latent_mean, output.latent_std)
+            if progress is not None:
+                progress.update(len(batch))
+            batch.clear()
+
+    for sample in samples:
+        reason = None
+        if not sample.captions:
+            reason = "no caption"
+        elif sample.image is None:
+            reason = "no image member"
+        else:
+            try:
+                pixels = image_to_tensor(decode_image_bytes(sample.image), resolution)
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                reason = f"unreadable image ({err})"
+        if reason is not None:
+            skipped.append((sample.key, reason))
+            on_bad(sample.key, reason)
+            if progress is not None:
+                progress.update(1)
+            if stop(len(skipped)):
+                return None, skipped
+            continue
+        batch.append((stable_id(sample.key), list(sample.captions), pixels))
+        if len(batch) == batch_size:
+            flush()
+    flush()
     return rows, skipped
 
 

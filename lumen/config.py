@@ -98,6 +98,7 @@ class DataSource(str, enum.Enum):
     coco = "coco"  # COCO 2017 / COCO-Stuff: {split}2017/ folders and annotations/captions_{split}2017.json
     imagefolder = "imagefolder"  # a folder of images with metadata.jsonl or metadata.csv (split subfolders optional)
     hf_dataset = "hf_dataset"  # a save_to_disk folder or a Hugging Face dataset id
+    webdataset = "webdataset"  # tar shards of image + caption members, read streaming
 
 
 class LabelSource(str, enum.Enum):
@@ -122,19 +123,25 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """The images and captions: COCO-Stuff / COCO, an image folder or a Hugging Face dataset (see
+    """The images and captions: COCO-Stuff / COCO, an image folder, a Hugging Face dataset or tar shards (see
     data/README.md for each layout)."""
 
     source: DataSource = setting(DataSource.coco,
-        doc="How the data set is stored: coco, imagefolder or hf_dataset (data/README.md).")
+        doc="How the data set is stored: coco, imagefolder, hf_dataset or webdataset (data/README.md).")
     root: str = setting("data/coco-stuff",
         doc="coco: the folder holding {split}2017/ and annotations/; imagefolder: the folder of images and "
-            "metadata; hf_dataset: a save_to_disk folder or a dataset id.")
+            "metadata; hf_dataset: a save_to_disk folder or a dataset id; webdataset: the folder (or fsspec URL) "
+            "that data.shards starts from.")
+    shards: str = setting("{root}/{split}/*.tar",
+        doc="webdataset: the tar shards of a split ({root} and {split} filled in): a glob, a brace range "
+            "({000000..000099}.tar) or a comma-separated list; local paths or fsspec URLs.")
     image_column: Optional[str] = setting(None,
-        doc="imagefolder / hf_dataset: the image column (None: the first image feature).")
+        doc="imagefolder / hf_dataset: the image column (None: the first image feature); webdataset: the image "
+            "member's extension (None: the first of jpg, jpeg, png, webp).")
     caption_column: Any = setting(None,
-        doc="imagefolder / hf_dataset: the caption column, or a list of them whose captions are pooled; a column "
-            "may hold one caption or a list (None: the first of text, caption, captions, txt).")
+        doc="The caption column (webdataset: member, e.g. txt or json.caption), or a list of them whose captions "
+            "are pooled; a column may hold one caption or a list (None: the first of text, caption, captions, txt; "
+            "webdataset: txt, caption, text, json.caption, json.captions).")
     layout: DataLayout = setting(DataLayout.auto,
         doc="Where images and label maps lie below data.root (auto: official, else cocostuff).")
     train_split: str = setting("train", doc="The split that trains (PCA fit, cache, ControlNet).")

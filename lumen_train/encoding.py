@@ -19,6 +19,7 @@ from lumen.artifacts import read_json, shard_name, shard_ranges, shards_of_proce
 from lumen.cache import (
     INDEX_FILE,
     STOP_PREFIX,
+    encode_samples,
     encode_shard,
     finish_split,
     remove_partial_shards,
@@ -84,4 +85,47 @@ def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path,
     accelerator.wait_for_everyone()
     problems.check(len(dataset))
     index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
+    return index, problems
+
+
+def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extractor, encoder, resolution: int,
+                        batch_size: int, max_bad_fraction: float) -> tuple[dict, ProblemLog]:
+    """``encode_split`` for tar shards (a ``lumen.data.webdataset.WebDatasetSplit``): cache shard i holds tar
+    shard i, each process streams every num_processes-th tar shard, so no process reads another's shards and
+    a killed run resumes at the first unfinished shard. The split's size is known only once it is read, so its
+    unusable share is checked at the end (the finished shards are kept: a rerun with a higher
+    data.max_bad_fraction only finishes the index)."""
+    urls, split = stream.urls, stream.split
+    if accelerator.is_main_process:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_shards(split_dir)
+    accelerator.wait_for_everyone()
+    todo = []
+    for shard in shards_of_process(len(urls), accelerator.process_index, accelerator.num_processes):
+        problems = shard_problems(split_dir, shard)
+        if problems and problems != ["missing"]:
+            print(f"{split}: {shard_name(shard)} is damaged ({'; '.join(problems)}): encoding it again", flush=True)
+        if problems:
+            todo.append(shard)
+    missing = accelerator.reduce(torch.tensor([len(todo)], device=accelerator.device), reduction="sum").item()
+    if accelerator.is_main_process:
+        print(f"{split}: {len(urls)} tar shards ({len(urls) - int(missing)} already done)")
+    warn_once = ProblemLog(split, max_bad_fraction)
+    bar = tqdm(desc=f"encode {split}", unit="img", disable=not accelerator.is_main_process)
+    for shard in todo:
+        rows, skipped = encode_samples(extractor, encoder, stream.iter_shard(urls[shard]), resolution, batch_size,
+                                       warn_once.record, lambda unusable: False, progress=bar)
+        write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}",
+                    extra={"read_from": urls[shard], "process": accelerator.process_index})
+    bar.close()
+    accelerator.wait_for_everyone()
+    problems = ProblemLog(split, max_bad_fraction)
+    problems.problems.update(dict(map(tuple, skipped_so_far(split_dir))))
+    if accelerator.is_main_process:
+        index = finish_split(split_dir, len(urls), extra={"split": split, "shards_read": urls})
+        total = index["rows"] + len(index["skipped"])
+        (split_dir / INDEX_FILE).write_text(json.dumps(dict(index, images=total), indent=2))
+    accelerator.wait_for_everyone()
+    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
+    problems.check(index["images"])
     return index, problems

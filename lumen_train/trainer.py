@@ -343,7 +343,7 @@ class Trainer:
             sources = [file_source(path, cfg.data.resolution, caption, key="validation.images")
                        for path, caption in list(zip(cfg.validation.images, captions))[:cfg.validation.num_images]]
             return files_validation_set(sources, self.extractor, self.encoder)
-        val = split_dataset(cfg, cfg.data.val_split)
+        val = split_dataset(cfg, cfg.data.val_split, head=4 * cfg.validation.num_images)
         cached = self.out / "cache" / cfg.data.val_split / INDEX_FILE
         if cfg.train.use_cache and cached.is_file():
             # The cached layouts are exactly the ones training reads.

@@ -3,18 +3,25 @@ photos and captions of coco-mini (the tests skip where the shared data folder is
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from lumen.config import DataConfig, DataSource
-from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder
+from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
 from lumen.data.paths import DataLayoutError
 from lumen.data.splits import read_data_split
 from lumen.data.tables import stable_id
 from lumen.errors import LumenError
 
-WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset}
+WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset, "webdataset": write_webdataset}
+FIRST_KEY = {"imagefolder": "train/{stem}.jpg", "hf_dataset": "train[0]", "webdataset": "000000.tar/{stem}"}
+
+
+def data_of(source, root, **more):
+    return DataConfig(source=DataSource(source), root=str(root), **more)
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +44,11 @@ def source_args(tiny_args, source, root):
 
 @pytest.mark.parametrize("source", list(WRITERS))
 def test_a_split_lists_every_image_with_its_captions_and_a_stable_id(source, source_roots, coco_mini_items):
-    index = read_data_split(DataConfig(source=DataSource(source), root=str(source_roots[source])), "train")
+    index = read_data_split(data_of(source, source_roots[source]), "train", head=8)
     assert len(index.records) == 8
     first_file, first_captions = coco_mini_items["train"][0]
     assert index.records[0].captions == tuple(" ".join(c.split()) for c in first_captions)
-    key = f"train/{first_file.name}" if source == "imagefolder" else "train[0]"
+    key = FIRST_KEY[source].format(stem=first_file.stem)
     assert index.records[0].key == key
     assert index.records[0].image_id == stable_id(key)
     assert stable_id("train/000000000790.jpg") == 3047305909806737139  # pinned: caches refer to images by it
@@ -62,7 +69,7 @@ def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args,
     assert fit_pca.main(args) == 0
     assert encode_layouts.main(args) == 0
     rows = load_cache(tmp_path / "run" / "cache", "train")
-    index = read_data_split(DataConfig(source=DataSource(source), root=str(source_roots[source])), "train")
+    index = read_data_split(data_of(source, source_roots[source]), "train", head=8)
     assert rows[:]["image_id"].tolist() == [r.image_id for r in index.records]
     assert train_main([*args, "train.max_train_steps=2", "train.batch_size=2", "train.report_to=none",
                        "validation.steps=2", "validation.num_images=1", "validation.num_inference_steps=2"]) == 0
@@ -70,7 +77,7 @@ def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args,
     assert sample.main([*args, "sample.num_sources=2", "sample.num_inference_steps=2", "sample.prompts=[a cat]"]) == 0
     record = json.loads((tmp_path / "run" / "samples" / "samples.json").read_text())
     names = sorted(source["name"] for source in record["sources"])
-    val = read_data_split(DataConfig(source=DataSource(source), root=str(source_roots[source])), "val")
+    val = read_data_split(data_of(source, source_roots[source]), "val", head=4)
     assert names == sorted(r.name for r in val.records[:2])
 
 
@@ -86,16 +93,17 @@ def test_a_corrupt_image_is_skipped_named_and_counted(source, coco_mini_items, t
     args = [*source_args(tiny_args, source, root), f"output_dir={tmp_path / 'run'}"]
     assert doctor.main(args) == 1  # 1 of 8 is over the default 1 % limit
     report = capsys.readouterr().out
-    key = "train/broken.jpg" if source == "imagefolder" else "train[2]"
+    key = FIRST_KEY[source].format(stem="broken").replace("[0]", "[2]")
     assert "UNUSABLE IMAGES: 1" in report and f"- {key}: cannot be decoded" in report
     assert doctor.main([*args, "data.max_bad_fraction=0.2"]) == 0
 
 
 @pytest.mark.parametrize("source", list(WRITERS))
 def test_a_missing_caption_column_is_refused_naming_the_columns(source, source_roots):
-    data = DataConfig(source=DataSource(source), root=str(source_roots[source]), caption_column="caption")
-    with pytest.raises(DataLayoutError, match=r"no column 'caption' in .*its columns: image, text"):
-        read_data_split(data, "train")
+    data = data_of(source, source_roots[source], caption_column="caption")
+    there = "their members: jpg, txt" if source == "webdataset" else "its columns: image, text"
+    with pytest.raises(DataLayoutError, match=rf"no (column|member) 'caption' in .*{there}"):
+        read_data_split(data, "train", head=8)
 
 
 def test_a_dataset_id_that_is_not_cached_is_refused_at_once_offline(monkeypatch):
@@ -165,3 +173,93 @@ def test_convert_a_folder_with_caption_files_and_a_coco_folder(coco_mini_items, 
     with pytest.raises(LumenError, match="exists"):
         convert_data.main(["--coco", str(shared_data / "coco-mini"), "--to", "hf_dataset", "--out",
                            str(tmp_path / "b")])
+
+
+def test_a_killed_encode_over_tar_shards_resumes_at_the_unfinished_shard(coco_mini_items, tiny_args, tmp_path):
+    from lumen.cache import CacheDamagedError, load_cache
+    from lumen_train.commands import encode_layouts, fit_pca
+
+    root = write_webdataset(tmp_path / "shards", coco_mini_items, shard_size=3)  # train: 3 shards
+    args = [*source_args(tiny_args, "webdataset", root), f"output_dir={tmp_path / 'run'}", "encode.splits=[train]"]
+    assert fit_pca.main(args) == 0
+    assert encode_layouts.main(args) == 0
+    split_dir = tmp_path / "run" / "cache" / "train"
+    before = {p.name: (p / "shard.json").stat().st_mtime_ns for p in split_dir.glob("shard-*")}
+    assert len(before) == 3
+    reference = load_cache(tmp_path / "run" / "cache", "train")[:]["layout"].clone()
+    # As a kill -9 in the middle of shard 1 leaves it: half-written under its temporary name, no index.
+    shutil.rmtree(split_dir / "shard-00001")
+    (split_dir / "shard-00001.tmp.0").mkdir()
+    (split_dir / "index.json").unlink()
+    with pytest.raises(CacheDamagedError):
+        load_cache(tmp_path / "run" / "cache", "train")
+    assert encode_layouts.main(args) == 0
+    after = {p.name: (p / "shard.json").stat().st_mtime_ns for p in split_dir.glob("shard-*")}
+    assert [n for n in sorted(after) if after[n] != before[n]] == ["shard-00001"]
+    assert torch.equal(load_cache(tmp_path / "run" / "cache", "train")[:]["layout"], reference)
+    meta = json.loads((split_dir / "shard-00001" / "shard.json").read_text())
+    assert meta["read_from"].endswith("train/000001.tar") and meta["rows"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_encode_disjoint_tar_shards(coco_mini_items, tiny_args, tmp_path):
+    from test_multiprocess import launch_two
+
+    from lumen_train.commands import fit_pca
+
+    root = write_webdataset(tmp_path / "shards", coco_mini_items, shard_size=2)  # train: 4 shards
+    args = [*source_args(tiny_args, "webdataset", root), f"output_dir={tmp_path / 'run'}", "encode.splits=[train]"]
+    assert fit_pca.main(args) == 0
+    launch_two("encode_layouts.py", args)
+    split_dir = tmp_path / "run" / "cache" / "train"
+    metas = [json.loads(p.read_text()) for p in sorted(split_dir.glob("shard-*/shard.json"))]
+    read = {0: [], 1: []}
+    for meta in metas:
+        read[meta["process"]].append(Path(meta["read_from"]).name)
+    assert read == {0: ["000000.tar", "000002.tar"], 1: ["000001.tar", "000003.tar"]}
+    assert json.loads((split_dir / "index.json").read_text())["rows"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("source", list(WRITERS))
+def test_each_source_trains_on_two_processes(source, source_roots, tiny_args, tmp_path):
+    from test_multiprocess import launch_two
+
+    from lumen_train.commands import doctor, encode_layouts, fit_pca, sample
+
+    args = [*source_args(tiny_args, source, source_roots[source]), f"output_dir={tmp_path / 'run'}"]
+    assert doctor.main(args) == 0
+    assert fit_pca.main(args) == 0
+    assert encode_layouts.main(args) == 0
+    launch_two("../train/train_controlnet.py", [*args, "train.max_train_steps=2", "train.batch_size=2",
+                                                "train.report_to=none", "validation.steps=0",
+                                                "train.record_batches=true"])
+    for rank in (0, 1):
+        record = json.loads((tmp_path / "run" / "logs" / f"rank-{rank}.json").read_text())
+        assert record["num_processes"] == 2 and len(record["steps"]) == 2
+    assert (tmp_path / "run" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert sample.main([*args, "sample.num_sources=1", "sample.num_inference_steps=2"]) == 0
+
+
+@pytest.mark.slow
+def test_doctor_speed_on_ten_thousand_small_images(tmp_path, tiny_args, capsys):
+    import numpy as np
+
+    from lumen_train.commands import doctor
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 10_000), ("val", 10)):
+        folder = tmp_path / "images" / split
+        folder.mkdir(parents=True)
+        rows = []
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+            rows.append(json.dumps({"file_name": f"{i:05d}.png", "text": [f"picture {i}"]}))
+        (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    assert doctor.main(source_args(tiny_args, "imagefolder", tmp_path / "images")) == 0
+    report = capsys.readouterr().out
+    line = next(line for line in report.splitlines() if "for 10000 images" in line)
+    print(line)  # the figure: seconds per 1000 images, listing included
+    assert "s per 1000 images" in line

@@ -16,16 +16,18 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from lumen.config import DataConfig
+from lumen.config import DataConfig, DataSource
 from lumen.data.coco_stuff import ImageRecord, SplitIndex
 from lumen.data.labels import LabelMapError, read_stuffthingmap, valid_label_values
 from lumen.data.paths import DataLayoutError
 from lumen.data.splits import read_data_split
+from lumen.data.webdataset import open_webdataset_split
 
 _VALID_LABELS = valid_label_values()
 
@@ -113,6 +115,45 @@ def check_split(index: SplitIndex, num_workers: int = 4, progress: bool = True) 
     return report
 
 
+def check_stream_split(stream, num_workers: int = 4, progress: bool = True) -> SplitReport:
+    """``check_split`` for tar shards (a ``lumen.data.webdataset.WebDatasetSplit``), read shard by shard: every
+    image decoded, samples without a caption listed."""
+    from lumen.data.coco_stuff import decode_image_bytes
+    from lumen.data.tables import stable_id
+
+    def problem(sample) -> Optional[str]:
+        if sample.image is None:
+            return f"no image member '{stream.image_member}'"
+        try:
+            decode_image_bytes(sample.image)
+        except Exception as err:
+            return f"cannot be decoded ({type(err).__name__}: {err})"
+        return None
+
+    start = time.perf_counter()
+    records, without, bad, listed = [], [], {}, 0
+    bar = tqdm(desc=f"checking {stream.split}", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        for url in stream.urls:
+            samples = list(stream.iter_shard(url))  # one shard in memory at a time
+            for sample, reason in zip(samples, pool.map(problem, samples)):
+                listed += 1
+                if not sample.captions:
+                    without.append(sample.key)
+                    continue
+                records.append(ImageRecord(stable_id(sample.key), Path(sample.key), sample.captions, 0, 0,
+                                           key=sample.key))
+                if reason:
+                    bad[sample.key] = reason
+            bar.update(len(samples))
+    bar.close()
+    index = SplitIndex(paths=None, records=records, images_listed=listed,
+                       num_captions=sum(len(r.captions) for r in records), images_without_captions=without,
+                       split_name=stream.split, location=stream.location, image_column=stream.image_member,
+                       caption_columns=stream.caption_members)
+    return SplitReport(split=stream.split, index=index, bad_images=bad, seconds=time.perf_counter() - start)
+
+
 def _caption_stats(index: SplitIndex) -> str:
     counts = [len(r.captions) for r in index.records]
     if not counts:
@@ -184,6 +225,13 @@ def run_doctor(data: DataConfig, progress: bool = True) -> tuple[bool, str]:
     for split in dict.fromkeys([data.train_split, data.val_split]):
         start = time.perf_counter()
         try:
+            if data.source == DataSource.webdataset:
+                stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column)
+                report = check_stream_split(stream, num_workers=max(1, data.num_workers), progress=progress)
+                reports.append(report)
+                sections.append(format_report(report, data.max_bad_fraction))
+                passed &= split_passes(report, data.max_bad_fraction)
+                continue
             index = read_data_split(data, split)
         except DataLayoutError as err:
             sections.append(f"== split '{split}' ==\n  FAIL: {err}")

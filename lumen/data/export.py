@@ -1,5 +1,5 @@
-"""Write captioned images in the layouts ``data.source`` reads: an image folder with ``metadata.jsonl`` and a
-``save_to_disk`` dataset. Used to convert data (``scripts/convert_data.py``) and by the tests.
+"""Write captioned images in the layouts ``data.source`` reads: an image folder with ``metadata.jsonl``, a
+``save_to_disk`` dataset and webdataset tar shards. Used to convert data (``scripts/convert_data.py``) and by the tests.
 
 Each writer takes ``splits``: split name -> a list of ``(image file, captions)``; the image files are copied
 as they are (no re-encoding), the captions written as a list per image.
@@ -57,6 +57,32 @@ def write_hf_dataset(out: str | Path, splits: Mapping[str, CaptionedImages]) -> 
              "text": [list(c) for _, c in items]}, features=features)
     with writing(tmp, "the dataset"):
         DatasetDict(tables).save_to_disk(str(tmp))
+        tmp.rename(out)
+    return out
+
+
+def write_webdataset(out: str | Path, splits: Mapping[str, CaptionedImages], shard_size: int = 1000) -> Path:
+    """``out/<split>/<000000>.tar`` ...: each sample an image member (the file, its own extension) and a ``txt``
+    member with one caption per line, ``shard_size`` samples per shard; keys are the images' stems."""
+    import io
+    import tarfile
+
+    out = Path(out)
+    tmp = _fresh(out)
+    with writing(tmp, "the shards"):
+        for split, items in splits.items():
+            folder = tmp / split
+            folder.mkdir(parents=True)
+            for start in range(0, len(items), shard_size):
+                with tarfile.open(folder / f"{start // shard_size:06d}.tar", "w") as tar:
+                    for path, captions in items[start:start + shard_size]:
+                        path = Path(path)
+                        members = ((path.suffix.lstrip(".").lower(), path.read_bytes()),
+                                   ("txt", "\n".join(captions).encode("utf-8")))
+                        for extension, data in members:
+                            info = tarfile.TarInfo(f"{path.stem}.{extension}")
+                            info.size = len(data)
+                            tar.addfile(info, io.BytesIO(data))
         tmp.rename(out)
     return out
 

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from lumen.config import DataConfig, DataSource
 from lumen.data.coco_stuff import SplitIndex, read_split
 from lumen.data.paths import resolve_split_paths
+from lumen.errors import LumenError
 
 
-def read_data_split(data: DataConfig, split: str, load_stuff: bool = False) -> SplitIndex:
+class StreamingSourceError(LumenError, ValueError):
+    """A stage asked a streaming source for a whole split as a list."""
+
+
+def read_data_split(data: DataConfig, split: str, load_stuff: bool = False, head: Optional[int] = None,
+                    image_ids: Optional[list[int]] = None) -> SplitIndex:
     """The records of ``split``: COCO's caption file, or the rows of an image folder or a Hugging Face dataset
-    (first ``data.limit`` images). Raises ``DataLayoutError`` naming what is missing."""
+    (first ``data.limit`` images). Raises ``DataLayoutError`` naming what is missing.
+
+    Tar shards are streamed and never listed whole: they give the images ``image_ids``, or the first ``head``
+    images (spread over the shards), or the first ``data.limit``."""
+    if data.source == DataSource.webdataset:
+        from lumen.data.webdataset import open_webdataset_split
+
+        stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column)
+        if image_ids is not None:
+            return stream.find_index(list(image_ids))
+        count = min(x for x in (head, data.limit) if x is not None) if (head or data.limit) else None
+        if count is None:
+            raise StreamingSourceError(f"data.source=webdataset streams split '{split}'; this stage reads a whole "
+                                       f"split as a list: set data.limit, or use the layout cache")
+        return stream.head_index(count)
     if data.source == DataSource.imagefolder:
         from lumen.data.tables import read_imagefolder_split
 

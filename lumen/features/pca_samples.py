@@ -54,14 +54,21 @@ class SamplePlan:
         return ids, self.positions[lo:hi] - slot * per_image
 
 
+def images_wanted(grid: tuple[int, int], num_samples: int, num_images: Optional[int]) -> int:
+    """How many images the plan draws: ``num_images``, or enough for ~32 pixels each (more where the grid is
+    small)."""
+    if num_images is not None:
+        return num_images
+    return max(math.ceil(num_samples / PIXELS_PER_IMAGE), math.ceil(num_samples / (grid[0] * grid[1])))
+
+
 def plan_samples(num_dataset_images: int, grid: tuple[int, int], num_samples: int,
                  num_images: Optional[int], seed: int) -> SamplePlan:
     """Draw ``num_images`` images (default: enough for ~32 pixels each) and ``num_samples`` of their
     ``num_images * h * w`` pixel positions uniformly without replacement, from ``seed`` alone."""
     per_image = grid[0] * grid[1]
-    if num_images is None:  # a few dozen pixels per image, or more images where the grid is small
-        wanted = max(math.ceil(num_samples / PIXELS_PER_IMAGE), math.ceil(num_samples / per_image))
-        num_images = min(num_dataset_images, wanted)
+    if num_images is None:
+        num_images = min(num_dataset_images, images_wanted(grid, num_samples, None))
     if not 1 <= num_images <= num_dataset_images:
         raise SamplingError(f"pca.num_images={num_images}, but the split has {num_dataset_images} usable images")
     if num_samples > num_images * per_image:

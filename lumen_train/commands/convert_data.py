@@ -1,10 +1,10 @@
-"""Write captioned images as an image folder or a Hugging Face dataset: python scripts/convert_data.py ...
+"""Write captioned images as an image folder, a Hugging Face dataset or tar shards: python scripts/convert_data.py ...
 
   --images DIR: every image below DIR with a caption file beside it (photo.jpg + photo.txt, one caption per
                 line); the last --val images (by path) become the val split.
   --coco ROOT:  the train and val splits of a COCO 2017 folder (data/README.md), with their captions.
 The image files are copied unchanged. Read the result with configs/data/imagefolder.yaml or
-configs/data/hf_dataset.yaml and data.root=OUT.
+configs/data/hf_dataset.yaml or configs/data/webdataset.yaml and data.root=OUT.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from lumen.config import DataConfig
-from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder
+from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
 from lumen.data.paths import resolve_split_paths
 from lumen.errors import LumenError, run_cli
 
 PROG = "convert_data.py"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset}
+WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset, "webdataset": write_webdataset}
 
 
 def captioned_folder(folder: Path) -> tuple[list[tuple[Path, list[str]]], list[Path]]:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.cache import check_cache_settings, load_cache, write_cache_settings, write_layout_pictures
-from lumen.config import LumenConfig, config_from_argv, save_config
+from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
+from lumen.data.webdataset import open_webdataset_split
 from lumen.errors import run_cli
 from lumen.layout import LayoutEncoder, check_pca_matches
 from lumen.pca import load_pca
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.encoding import encode_split
+from lumen_train.encoding import encode_split, encode_stream_split
 
 
 def encode_layouts(cfg: LumenConfig) -> Path:
@@ -42,6 +43,16 @@ def encode_layouts(cfg: LumenConfig) -> Path:
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(pca)  # the cache keeps every component; truncation happens where layouts are used
         for split in cfg.encode.splits:
+            if cfg.data.source == DataSource.webdataset:
+                stream = open_webdataset_split(cfg.data.shards, cfg.data.root, split, cfg.data.image_column,
+                                               cfg.data.caption_column)
+                index, problems = encode_stream_split(accelerator, stream, out / split, extractor, encoder,
+                                                      cfg.data.resolution, cfg.layout.batch_size,
+                                                      cfg.data.max_bad_fraction)
+                if accelerator.is_main_process:
+                    print(f"{split}: {index['rows']} rows cached in {out / split}; "
+                          f"{problems.summary(index['images'])}")
+                continue
             dataset = split_dataset(cfg, split)
             index, problems = encode_split(accelerator, dataset, split, out / split, cfg.encode.shard_size,
                                            extractor, encoder, cfg.layout.batch_size, cfg.data.num_workers,

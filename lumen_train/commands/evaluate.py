@@ -62,7 +62,8 @@ def evaluate(cfg: LumenConfig) -> dict:
     extractor, encoder = build_extractor(judge, parts), LayoutEncoder(pca)
     records = metadata["images"]
     used = sorted({r["source"] for r in records})
-    open_split = lambda split: split_dataset(cfg, split)  # noqa: E731
+    ids = [metadata["sources"][i]["image_id"] for i in used if metadata["sources"][i].get("image_id") is not None]
+    open_split = lambda split: split_dataset(cfg, split, image_ids=ids)  # noqa: E731
     sources = [source_from_json(metadata["sources"][i], records[0]["resolution"], open_split) for i in used]
     for source in sources:
         source.from_cache = source.from_cache and own  # the cache holds the samples' own layouts only

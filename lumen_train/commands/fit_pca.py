@@ -21,7 +21,7 @@ from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, to_yaml
 from lumen.errors import run_cli
-from lumen.features.pca_samples import plan_samples
+from lumen.features.pca_samples import images_wanted, plan_samples
 from lumen.models import dtype_name
 from lumen.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
 from lumen_train.distributed import close_processes, make_accelerator
@@ -59,7 +59,6 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
     ensure_writable(folder.parent, "the PCA")  # refused now, not after the extraction
     parts = load_components(cfg, accelerator.device, dtype)
     extractor = build_extractor(cfg, parts)
-    dataset = split_dataset(cfg, cfg.data.train_split)
 
     # 2. The feature grid and width, from one probe image (they depend on the model and the resolution);
     # a PCA wider than the features is refused before any image is read.
@@ -69,7 +68,10 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
         raise PCASettingsError(f"pca.n_components={cfg.pca.n_components}, but the features of decoder layers "
                                f"{list(cfg.layout.layers)} have {feature_dim} channels: use at most {feature_dim}")
 
-    # 3. The plan depends on the seed alone: every process computes the same one and extracts its share.
+    # 3. The plan depends on the seed alone: every process computes the same one and extracts its share. Tar
+    # shards are not listed: the plan draws from the first images of every shard, as many as it needs.
+    dataset = split_dataset(cfg, cfg.data.train_split,
+                            head=images_wanted(grid, cfg.pca.num_samples, cfg.pca.num_images))
     plan = plan_samples(len(dataset), grid, cfg.pca.num_samples, cfg.pca.num_images, cfg.pca.seed)
     if is_main:
         print(f"sampling {plan.num_samples} vectors of {feature_dim} channels ({grid[0]}x{grid[1]} grid) from "

@@ -33,7 +33,8 @@ def sample(cfg: LumenConfig) -> Path:
     resolution = s.resolution or cfg.data.resolution
     out = ensure_writable(s.out_dir, "the samples")
     sampler = SamplingSetup(cfg, s.controlnet)
-    open_split = lambda split: split_dataset(cfg, split)  # noqa: E731
+    open_split = lambda split: split_dataset(  # noqa: E731
+        cfg, split, head=s.num_sources, image_ids=list(s.image_ids) or None)
     sources = load_sources(list(s.images), list(s.image_ids), s.num_sources, s.from_cache,
                            s.split or cfg.data.val_split, open_split, resolution)
     layouts = compute_layouts(sources, sampler.extractor, sampler.encoder, Path(cfg.output_dir) / "cache")
@@ -60,7 +61,8 @@ def replay(cfg: LumenConfig) -> Path:
     wanted, members = replay_plan(metadata, cfg.sample.replay_image)
     sampler = SamplingSetup(cfg, metadata["settings"]["controlnet"])
     order = sorted({r["source"] for r in members})
-    open_split = lambda split: split_dataset(cfg, split)  # noqa: E731
+    ids = [metadata["sources"][i]["image_id"] for i in order if metadata["sources"][i].get("image_id") is not None]
+    open_split = lambda split: split_dataset(cfg, split, image_ids=ids)  # noqa: E731
     sources = [source_from_json(metadata["sources"][i], members[0]["resolution"], open_split) for i in order]
     layouts = compute_layouts(sources, sampler.extractor, sampler.encoder, Path(cfg.output_dir) / "cache")
     out = ensure_writable(path.parent / "replay", "the replayed samples")

@@ -1,0 +1,202 @@
+"""Tar shards of captioned images (the webdataset layout), read streaming with ``datasets``' webdataset loader.
+
+A shard is a tar whose members are grouped into samples by their name before the first dot: ``0001.jpg`` and
+``0001.txt`` are the image and the caption of sample ``0001``. Shards are local paths or any ``fsspec`` URL, given
+as a glob, a brace range (``{000000..000099}.tar``) or a comma-separated list. A sample's name is
+``<shard file>/<key>``; its id the stable hash of that name (``lumen.data.tables.stable_id``).
+
+Nothing reads a whole split up front: stages that need a few images (the PCA's sample, validation, sampling
+sources) take the first images of every shard (``head_index``), and the cache is made shard by shard, each
+process reading its own shards (``iter_shard``).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from lumen.data.coco_stuff import ImageRecord, SplitIndex
+from lumen.data.paths import DataLayoutError
+from lumen.data.tables import captions_of, stable_id
+
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+CAPTION_MEMBERS = ("txt", "caption", "text", "json.caption", "json.captions")
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``a-{000..002}.tar`` -> ``a-000.tar, a-001.tar, a-002.tar`` (zero padding kept; several ranges multiply)."""
+    match = _RANGE.search(pattern)
+    if match is None:
+        return [pattern]
+    low, high = match.group(1), match.group(2)
+    width = len(low) if low.startswith("0") else 0
+    head, tail = pattern[:match.start()], pattern[match.end():]
+    return [expanded for n in range(int(low), int(high) + 1)
+            for expanded in expand_braces(f"{head}{str(n).zfill(width)}{tail}")]
+
+
+def shard_urls(pattern: str, root: str, split: str) -> list[str]:
+    """The shards of ``split``: ``pattern`` with ``{root}`` and ``{split}`` filled in, each comma-separated part
+    brace-expanded and globbed (local paths: must exist; URLs: globbed with ``fsspec``)."""
+    filled = pattern.replace("{root}", root).replace("{split}", split)
+    urls: list[str] = []
+    for part in (p.strip() for p in filled.split(",") if p.strip()):
+        for item in expand_braces(part):
+            if "://" in item:
+                if any(c in item for c in "*?["):
+                    import fsspec
+
+                    _, _, found = fsspec.get_fs_token_paths(item)
+                    protocol = item.split("://", 1)[0]
+                    urls += sorted(f"{protocol}://{p}" if "://" not in p else p for p in found)
+                else:
+                    urls.append(item)
+            elif any(c in item for c in "*?["):
+                urls += sorted(glob.glob(str(Path(item).expanduser())))
+            else:
+                if not Path(item).expanduser().is_file():
+                    raise DataLayoutError(f"webdataset shard {item} of split '{split}' not found "
+                                          f"(data.shards={pattern})")
+                urls.append(str(Path(item).expanduser()))
+    if not urls:
+        raise DataLayoutError(f"no webdataset shards for split '{split}': data.shards={pattern} matches nothing "
+                              f"(with data.root={root})")
+    return urls
+
+
+@dataclass(frozen=True)
+class StreamSample:
+    """One sample read from a shard: its name (``<shard file>/<key>``), captions and encoded image."""
+
+    key: str
+    captions: tuple[str, ...]
+    image: Optional[bytes]
+
+
+def _member(example: dict, name: str) -> Any:
+    """A member's value; ``json.caption`` reads field ``caption`` of the ``json`` member."""
+    head, _, field = name.partition(".")
+    value = example.get(head)
+    if field and isinstance(value, dict):
+        return value.get(field)
+    return None if field else value
+
+
+@dataclass
+class WebDatasetSplit:
+    """The shards of one split and the members that hold its images and captions."""
+
+    split: str
+    urls: list[str]
+    image_member: str
+    caption_members: tuple[str, ...]
+
+    @property
+    def location(self) -> str:
+        return f"{len(self.urls)} webdataset shard(s) from {self.urls[0]}"
+
+    def stream(self, urls: Optional[list[str]] = None):
+        """A streaming ``datasets.IterableDataset`` of ``urls`` (default: every shard), images not decoded."""
+        return _open(urls or self.urls, self.split, image_member=self.image_member)
+
+    def iter_shard(self, url: str) -> Iterator[StreamSample]:
+        """The samples of one shard, in order."""
+        shard = Path(url.split("://")[-1]).name
+        for example in self.stream([url]):
+            value = example.get(self.image_member)
+            image = value.get("bytes") if isinstance(value, dict) else None
+            captions, _ = captions_of([_lines(_member(example, m)) for m in self.caption_members])
+            yield StreamSample(f"{shard}/{example['__key__']}", tuple(captions), image)
+
+    def head_index(self, count: int) -> SplitIndex:
+        """A ``SplitIndex`` of the first images of every shard, ``count`` in all (fewer if the split has fewer),
+        held in memory: for the stages that need a few images, not a full pass."""
+        per_shard = -(-count // len(self.urls))
+        taken: list[StreamSample] = []
+        for url in self.urls:
+            taken += itertools.islice(self.iter_shard(url), per_shard)
+            if len(taken) >= count:
+                break
+        return self._index(taken[:count])
+
+    def find_index(self, image_ids: list[int]) -> SplitIndex:
+        """A ``SplitIndex`` of the samples with these ids, read until every one is found (or the shards end)."""
+        wanted, found = set(image_ids), {}
+        for url in self.urls:
+            for sample in self.iter_shard(url):
+                if stable_id(sample.key) in wanted:
+                    found[stable_id(sample.key)] = sample
+            if len(found) == len(wanted):
+                break
+        return self._index([found[i] for i in image_ids if i in found])
+
+    def _index(self, taken: list[StreamSample]) -> SplitIndex:
+        from datasets import Dataset, Features, Image, Value
+
+        table = Dataset.from_dict({"image": [{"bytes": s.image, "path": None} for s in taken],
+                                   "key": [s.key for s in taken]},
+                                  features=Features({"image": Image(decode=False), "key": Value("string")}))
+        records = [ImageRecord(image_id=stable_id(s.key), path=Path(s.key), captions=s.captions, height=0, width=0,
+                               key=s.key, row=row) for row, s in enumerate(taken) if s.captions]
+        return SplitIndex(paths=None, records=records, images_listed=len(taken),
+                          num_captions=sum(len(r.captions) for r in records),
+                          images_without_captions=[s.key for s in taken if not s.captions], split_name=self.split,
+                          location=self.location, table=table, image_column="image",
+                          caption_columns=self.caption_members)
+
+
+def _lines(value: Any) -> Any:
+    """A text member holds one caption per line."""
+    return value.splitlines() if isinstance(value, str) else value
+
+
+def _open(urls: list[str], split: str, image_member: Optional[str] = None):
+    import datasets
+
+    try:
+        stream = datasets.load_dataset("webdataset", data_files={split: urls}, split=split, streaming=True)
+        if image_member is not None:
+            stream = stream.cast_column(image_member, datasets.Image(decode=False))
+    except Exception as err:  # tar and fsspec errors come in many types
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataLayoutError(f"cannot read the webdataset shards of split '{split}' ({type(err).__name__}: "
+                              f"{detail})") from None
+    return stream
+
+
+def open_webdataset_split(pattern: str, root: str, split: str, image_member: Optional[str],
+                          caption_member: Any) -> WebDatasetSplit:
+    """The split's shards and members (``data.image_column`` / ``data.caption_column`` name members; None: the
+    usual ones), checked on the first shard's features; a missing member is refused naming those there are."""
+    urls = shard_urls(pattern, root, split)
+    features = _open(urls[:1], split).features or {}
+    members = [name for name in features if not name.startswith("__")]
+    nested = [f"{name}.{field}" for name in members if isinstance(features[name], dict) for field in features[name]]
+    where = f"the shards of split '{split}' ({urls[0]}{' ...' if len(urls) > 1 else ''})"
+    if image_member is None:
+        image_member = next((m for m in IMAGE_MEMBERS if m in members), None)
+        if image_member is None:
+            raise DataLayoutError(f"{where} have no image member (looked for {', '.join(IMAGE_MEMBERS)}); their "
+                                  f"members: {', '.join(members)}. Set data.image_column")
+    elif image_member not in members:
+        raise DataLayoutError(f"data.image_column: no member '{image_member}' in {where}; their members: "
+                              f"{', '.join(members)}")
+    if caption_member is None:
+        found = next((m for m in CAPTION_MEMBERS if m in members or m in nested), None)
+        if found is None:
+            raise DataLayoutError(f"{where} have no caption member (looked for {', '.join(CAPTION_MEMBERS)}); their "
+                                  f"members: {', '.join(members + nested)}. Set data.caption_column")
+        captions: tuple[str, ...] = (found,)
+    else:
+        captions = (caption_member,) if isinstance(caption_member, str) else tuple(caption_member)
+        missing = [c for c in captions if c not in members and c not in nested]
+        if missing:
+            raise DataLayoutError(f"data.caption_column: no member {', '.join(repr(c) for c in missing)} in {where}; "
+                                  f"their members: {', '.join(members + nested)}")
+    return WebDatasetSplit(split, urls, image_member, captions)
