@@ -25,13 +25,15 @@ from tqdm import tqdm
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
 from lumen.cache import INDEX_FILE, load_cache
-from lumen.config import LumenConfig, save_config, to_yaml
+from lumen.config import DataSource, LumenConfig, save_config, to_yaml
 from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
 from lumen.cpu_memory import keep_freed_cpu_memory
 from lumen.cpu_threads import apply_cpu_threads
 from lumen.data.cached import CachedLayoutDataset, collate_cached
 from lumen.data.coco_stuff import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
+from lumen.data.streaming import StreamingTrainDataset
+from lumen.data.webdataset import open_webdataset_split
 from lumen.errors import LumenError, MissingDependencyError, writing
 from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
 from lumen.models import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
@@ -158,6 +160,12 @@ class Trainer:
 
     def _build(self, cfg: LumenConfig) -> None:
         t = cfg.train
+        # Tar shards without the cache are streamed: each process its own shards, no epoch length.
+        self.streaming = cfg.data.source == DataSource.webdataset and not t.use_cache
+        self.images_read = 0  # images (usable or not) this process has taken from the data
+        if self.streaming and t.max_train_steps is None:
+            raise LumenError("data.source=webdataset with train.use_cache=false streams the shards, whose length "
+                             "is unknown: set train.max_train_steps (or train from the cache)")
 
         # 1. Accelerator: precision, accumulation, trackers, seedable data order.
         if t.mixed_precision.value == "fp16" and not torch.cuda.is_available():
@@ -260,6 +268,10 @@ class Trainer:
             self.dataset = CachedLayoutDataset(rows, train=True, seed=cfg.seed,
                                                empty_prompt_probability=t.empty_prompt_probability)
             collate = collate_cached
+        elif self.streaming:
+            self._check_extraction_dtype("train.use_cache=false computes the training layouts")
+            self.dataset = self._streaming_dataset(cfg, acc)
+            collate = collate_skipping_bad
         else:
             self._check_extraction_dtype("train.use_cache=false computes the training layouts")
             self.dataset = split_dataset(cfg, cfg.data.train_split, train=True)
@@ -267,8 +279,8 @@ class Trainer:
         self.problems = ProblemLog(cfg.data.train_split, cfg.data.max_bad_fraction)
         workers = cfg.data.num_workers
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=t.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
-            generator=torch.Generator().manual_seed(cfg.seed),
+            self.dataset, batch_size=t.batch_size, shuffle=not self.streaming, num_workers=workers,
+            collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed),
             pin_memory=self._pin_memory(cfg),
             **(dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
                if workers > 0 else {}))
@@ -279,8 +291,11 @@ class Trainer:
         # 7. Optimizer and LR schedule (the prepared scheduler steps once per process: scale its lengths).
         optimizer = build_optimizer(controlnet.parameters(), t.learning_rate, (t.adam_beta1, t.adam_beta2),
                                     t.adam_weight_decay, t.adam_epsilon, use_8bit=t.use_8bit_adam)
-        batches_per_process = math.ceil(len(loader) / acc.num_processes)
-        self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
+        if self.streaming:  # an endless stream: one "epoch" of train.max_train_steps
+            self.steps_per_epoch = t.max_train_steps
+        else:
+            batches_per_process = math.ceil(len(loader) / acc.num_processes)
+            self.steps_per_epoch = max(1, math.ceil(batches_per_process / t.gradient_accumulation_steps))
         self.max_steps = t.max_train_steps if t.max_train_steps is not None else (
             t.num_train_epochs * self.steps_per_epoch)
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
@@ -289,8 +304,14 @@ class Trainer:
         lr_scheduler = get_scheduler(t.lr_scheduler.value, optimizer,
                                      num_warmup_steps=t.lr_warmup_steps * acc.num_processes,
                                      num_training_steps=self.max_steps * acc.num_processes)
-        self.controlnet, self.optimizer, self.loader, self.lr_scheduler = acc.prepare(
-            controlnet, optimizer, loader, lr_scheduler)
+        if self.streaming:
+            # Not prepared: accelerate would give every process a slice of every batch of one stream; here each
+            # process streams its own shards.
+            self.controlnet, self.optimizer, self.lr_scheduler = acc.prepare(controlnet, optimizer, lr_scheduler)
+            self.loader = loader
+        else:
+            self.controlnet, self.optimizer, self.loader, self.lr_scheduler = acc.prepare(
+                controlnet, optimizer, loader, lr_scheduler)
 
         # 8. EMA (optional), checkpoint hooks, the step generator, trackers, validation set.
         self.ema = None
@@ -317,6 +338,18 @@ class Trainer:
         self.window_images, self.window_start = 0, time.perf_counter()
         self.stop = StopRequest()
         self.record: dict[str, Any] = {"num_processes": acc.num_processes, "steps": []}
+
+    @staticmethod
+    def _streaming_dataset(cfg: LumenConfig, acc) -> StreamingTrainDataset:
+        """The training split's tar shards, this process's share of them (``lumen.data.streaming``)."""
+        stream = open_webdataset_split(cfg.data.shards, cfg.data.root, cfg.data.train_split, cfg.data.image_column,
+                                       cfg.data.caption_column)
+        if len(stream.urls) < acc.num_processes:
+            raise LumenError(f"split '{cfg.data.train_split}' has {len(stream.urls)} tar shard(s) for "
+                             f"{acc.num_processes} processes: each process streams its own shards, so write at least "
+                             f"one per process (or train from the cache)")
+        return StreamingTrainDataset(stream, cfg.data.resolution, acc.process_index, acc.num_processes, cfg.seed,
+                                     cfg.train.empty_prompt_probability)
 
     @staticmethod
     def _pin_memory(cfg: LumenConfig) -> bool:
@@ -471,11 +504,13 @@ class Trainer:
             for epoch in range(first_epoch, self.num_epochs):
                 if self.global_step >= self.max_steps:
                     break
-                self.loader.set_epoch(epoch)
-                self.dataset.set_epoch(epoch)
+                if not self.streaming:
+                    self.loader.set_epoch(epoch)
+                    self.dataset.set_epoch(epoch)
                 loader = acc.skip_first_batches(self.loader, skip_batches) if epoch == first_epoch else self.loader
                 for batch in loader:
                     self._note_bad(batch)
+                    self.images_read += len(batch["caption"]) + len(batch["bad"])
                     micro_losses.append(self.train_step(batch))
                     self.window_images += len(batch["caption"])
                     if cfg.train.record_batches:
@@ -530,10 +565,10 @@ class Trainer:
         images, on every process alike."""
         acc, n = self.accelerator, self.accelerator.num_processes
         local = torch.cat([torch.stack(self.window_losses).reshape(-1),
-                           torch.tensor([float(len(self.problems)), float(self._stop_requested())],
-                                        device=self.window_losses[0].device)])
+                           torch.tensor([float(self.images_read), float(len(self.problems)),
+                                         float(self._stop_requested())], device=self.window_losses[0].device)])
         total = (acc.reduce(local.to(acc.device), reduction="sum") if n > 1 else local).tolist()
-        losses, bad, stops = [v / n for v in total[:-2]], total[-2], total[-1]
+        losses, read, bad, stops = [v / n for v in total[:-3]], total[-3], total[-2], total[-1]
         first_step = self.global_step - len(losses) + 1
         diverged = next((first_step + i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
         if diverged is not None:
@@ -544,11 +579,15 @@ class Trainer:
                 f"from it with train.resume_from_checkpoint=latest after changing the setting."
             )
         # Unusable images, counted over all processes: every process stops alike past the limit.
-        if bad / max(len(self.dataset), 1) > self.cfg.data.max_bad_fraction:
+        # (Of the split's images, or of those read so far from a stream, whose size is unknown.)
+        total_images = int(read) if self.streaming else len(self.dataset)
+        if bad / max(total_images, 1) > self.cfg.data.max_bad_fraction:
             raise TooManyBadInputs(
-                f"{int(bad)} of {len(self.dataset)} training images are unusable (all processes together), more "
-                f"than data.max_bad_fraction={self.cfg.data.max_bad_fraction}. This process met:\n"
-                + self.problems.summary(len(self.dataset)) + "\nRun scripts/doctor.py on the data set.")
+                f"{int(bad)} of {total_images} training images {'read so far ' if self.streaming else ''}are "
+                f"unusable (all processes together), more than data.max_bad_fraction="
+                f"{self.cfg.data.max_bad_fraction}. This process met:\n"
+                + self.problems.summary(self.images_read if self.streaming else len(self.dataset))
+                + "\nRun scripts/doctor.py on the data set.")
         return Health(losses=losses, stop_requested=stops > 0)
 
     def log(self, health: Health, bar) -> None:
@@ -607,7 +646,7 @@ class Trainer:
                     write_lumen_json(self.out / "controlnet_ema", metadata)
                     self.ema.restore(controlnet.parameters())
             print(f"final ControlNet: {final} (step {self.global_step}); "
-                  f"{self.problems.summary(len(self.dataset))}")
+                  f"{self.problems.summary(self.images_read if self.streaming else len(self.dataset))}")
         if self.cfg.train.record_batches:
             self.record["weights_fingerprint"] = fingerprint(acc.unwrap_model(self.controlnet))
             (self.out / "logs").mkdir(parents=True, exist_ok=True)

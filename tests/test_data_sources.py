@@ -263,3 +263,68 @@ def test_doctor_speed_on_ten_thousand_small_images(tmp_path, tiny_args, capsys):
     line = next(line for line in report.splitlines() if "for 10000 images" in line)
     print(line)  # the figure: seconds per 1000 images, listing included
     assert "s per 1000 images" in line
+
+
+@pytest.fixture(scope="session")
+def streamed_run(coco_mini_items, tiny_args_for, tmp_path_factory):
+    """Tar shards (train: 4 shards of 2 images) and a PCA fitted on them."""
+    from lumen_train.commands import fit_pca
+
+    base = tmp_path_factory.mktemp("streamed")
+    root = write_webdataset(base / "shards", coco_mini_items, shard_size=2)
+    args = [*source_args(tiny_args_for(base / "run"), "webdataset", root), "train.use_cache=false",
+            "train.batch_size=2", "train.report_to=none", "validation.steps=0", "train.checkpointing_steps=2",
+            "train.record_batches=true"]
+    assert fit_pca.main(args) == 0
+    return args, base
+
+
+def test_training_streams_the_shards_without_the_cache_and_resumes(streamed_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from lumen_train.commands.train_controlnet import main as train_main
+
+    args, _ = streamed_run
+    whole = [*args, f"output_dir={tmp_path / 'whole'}", f"layout.pca_dir={streamed_run[1] / 'run' / 'pca'}"]
+    assert train_main([*whole, "train.max_train_steps=4"]) == 0
+    steps = json.loads((tmp_path / "whole" / "logs" / "rank-0.json").read_text())["steps"]
+    index = read_data_split(data_of("webdataset", streamed_run[1] / "shards"), "train", head=8)
+    assert len(steps) == 4 and {i for step in steps for i in step} <= {r.image_id for r in index.records}
+    # Stopped at step 2 (its checkpoint), then resumed to 4: the resumed stream skips what step 2 had read.
+    part = [*args, f"output_dir={tmp_path / 'part'}", f"layout.pca_dir={streamed_run[1] / 'run' / 'pca'}"]
+    assert train_main([*part, "train.max_train_steps=2"]) == 0
+    assert train_main([*part, "train.max_train_steps=4", "train.resume_from_checkpoint=latest"]) == 0
+    resumed = json.loads((tmp_path / "part" / "logs" / "rank-0.json").read_text())["steps"]
+    assert resumed == steps[2:]
+    a = load_file(tmp_path / "whole" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "part" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_streaming_needs_max_train_steps(streamed_run, tmp_path):
+    from lumen_train.commands.train_controlnet import main as train_main
+
+    args, base = streamed_run
+    with pytest.raises(LumenError, match="set train.max_train_steps"):
+        train_main([*args, f"output_dir={tmp_path}", f"layout.pca_dir={base / 'run' / 'pca'}",
+                    "train.max_train_steps=null"])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_stream_disjoint_shards(streamed_run, tmp_path):
+    from test_multiprocess import launch_two
+
+    args, base = streamed_run
+    launch_two("../train/train_controlnet.py", [*args, f"output_dir={tmp_path}", "train.max_train_steps=2",
+                                                f"layout.pca_dir={base / 'run' / 'pca'}"])
+    seen = [{i for step in json.loads((tmp_path / "logs" / f"rank-{r}.json").read_text())["steps"] for i in step}
+            for r in (0, 1)]
+    shards = sorted((base / "shards" / "train").glob("*.tar"))
+    keys = {r: set() for r in (0, 1)}
+    for n, shard in enumerate(shards):
+        import tarfile
+
+        with tarfile.open(shard) as tar:
+            keys[n % 2] |= {stable_id(f"{shard.name}/{Path(m.name).stem}") for m in tar.getmembers()}
+    assert seen[0] and seen[1] and seen[0] <= keys[0] and seen[1] <= keys[1] and not seen[0] & seen[1]
