@@ -60,12 +60,20 @@ class SyntheticSplit:
             folder.mkdir(parents=True, exist_ok=True)
 
 
+def source_number(record) -> int:
+    """The number a source's seeds and generated ids start from: COCO's id, else its 63-bit id cut to 31 bits
+    (seed + number * 100 + k must stay a valid seed)."""
+    return record.image_id if not record.key else record.image_id % 2**31
+
+
 def synthesize_shard(target: SyntheticSplit, shard: int, dataset, indices, pipe, extractor, encoder,
                      prompts: list[str], images_per_source: int, sample: SampleConfig, resolution: int,
                      progress=None, tmp_suffix: str = "") -> None:
     """Generate the images of the sources ``indices`` of ``dataset`` (an evaluation-mode data set, with label
-    maps when it has them) and write them, then the shard's record (which marks it done)."""
-    images, captions, stuff, skipped = [], [], [], []
+    maps when it has them) and write them, then the shard's record (which marks it done). Sources other than
+    COCO's name their images ``<source name>_<k>.jpg`` and record them under ``files`` (``write_in_format``
+    writes them in the source's layout)."""
+    images, captions, stuff, skipped, files = [], [], [], [], []
     for index in indices:
         item = dataset[index]
         record = dataset.index.records[index]
@@ -73,12 +81,19 @@ def synthesize_shard(target: SyntheticSplit, shard: int, dataset, indices, pipe,
             skipped.append([item.path, item.reason])
             continue
         layout = encoder(extractor.features(item["pixel_values"][None])).cpu()
+        number = source_number(record)
         jobs = [SampleJob(0, prompts[k % len(prompts)] if prompts else record.captions[0], k, 0,
-                          sample.seed + record.image_id * MAX_PER_SOURCE + k, sample.n_components,
+                          sample.seed + number * MAX_PER_SOURCE + k, sample.n_components,
                           sample.num_inference_steps, sample.guidance_scale, sample.conditioning_scale,
                           sample.scheduler.value, resolution)
                 for k in range(images_per_source)]
         for job, image in zip(jobs, run_jobs(pipe, layout, jobs, sample.batch_size, progress=progress)):
+            if record.key:
+                name = f"{record.name}_{job.prompt_index:02d}"
+                Image.fromarray(image).save(target.images / f"{name}.jpg", quality=95)
+                files.append({"file_name": f"{name}.jpg", "captions": [job.prompt], "source": record.key,
+                              "seed": job.seed})
+                continue
             new_id = record.image_id * MAX_PER_SOURCE + job.prompt_index
             name = f"{new_id:012d}"
             Image.fromarray(image).save(target.images / f"{name}.jpg", quality=95)
@@ -90,8 +105,27 @@ def synthesize_shard(target: SyntheticSplit, shard: int, dataset, indices, pipe,
                 label = item["label"].numpy().astype(np.uint8)
                 Image.fromarray(label, mode="L").save(target.label_maps / f"{name}.png")
                 stuff += stuff_annotations(label, new_id)
-    fragment = {"images": images, "captions": captions, "stuff": stuff, "skipped": skipped}
+    fragment = {"images": images, "captions": captions, "stuff": stuff, "skipped": skipped, "files": files}
     write_text_atomically(target.shard_file(shard), json.dumps(fragment), tmp_suffix)
+
+
+def write_in_format(target: SyntheticSplit, num_shards: int, writer, out: Path, provenance: dict) -> dict:
+    """For a source other than COCO: the generated images of every shard (``files``) written to ``out`` by
+    ``writer`` (``lumen.data.export``: the layout the source had) with their prompts as captions, and
+    ``lumen_synthesized.json``; the working folder ``target.root`` is then removed. Returns the summary."""
+    files, skipped = [], []
+    for shard in range(num_shards):
+        fragment = json.loads(target.shard_file(shard).read_text())
+        files += fragment["files"]
+        skipped += fragment["skipped"]
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    writer(out, {target.split: [(target.images / f["file_name"], f["captions"]) for f in files]})
+    summary = dict(provenance, images=len(files), skipped_sources=skipped,
+                   sources={f["file_name"]: {"source": f["source"], "seed": f["seed"]} for f in files})
+    (out / "lumen_synthesized.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(target.root)
+    return summary
 
 
 def merge_shards(target: SyntheticSplit, num_shards: int, has_labels: bool, provenance: dict) -> dict:

@@ -14,9 +14,11 @@ from lumen.synthesis import SyntheticSplit, merge_shards
 
 def synthesize_on_processes(accelerator: Accelerator, target: SyntheticSplit, shards: list[range],
                             images_per_source: int, make_shard: Callable[[int, range, object], None],
-                            has_labels: bool, provenance: dict) -> dict | None:
+                            has_labels: bool, provenance: dict,
+                            merge: Callable[[], dict] | None = None) -> dict | None:
     """Run ``make_shard(shard, source indices, progress bar)`` for this process's unfinished shards, then
-    merge; returns the summary on the main process (None elsewhere)."""
+    merge (``merge()`` where given, else COCO's annotation files); returns the summary on the main process
+    (None elsewhere)."""
     if accelerator.is_main_process:
         target.make_folders()
     accelerator.wait_for_everyone()
@@ -28,6 +30,8 @@ def synthesize_on_processes(accelerator: Accelerator, target: SyntheticSplit, sh
         make_shard(shard, shards[shard], bar)
     bar.close()
     accelerator.wait_for_everyone()
-    summary = merge_shards(target, len(shards), has_labels, provenance) if accelerator.is_main_process else None
+    summary = None
+    if accelerator.is_main_process:
+        summary = merge() if merge is not None else merge_shards(target, len(shards), has_labels, provenance)
     accelerator.wait_for_everyone()
     return summary

@@ -58,7 +58,7 @@ def test_a_split_lists_every_image_with_its_captions_and_a_stable_id(source, sou
 @pytest.mark.parametrize("source", list(WRITERS))
 def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args, tmp_path, capsys):
     from lumen.cache import load_cache
-    from lumen_train.commands import doctor, encode_layouts, fit_pca, sample
+    from lumen_train.commands import doctor, encode_layouts, evaluate, fit_pca, sample, synthesize
     from lumen_train.commands.train_controlnet import main as train_main
 
     args = [*source_args(tiny_args, source, source_roots[source]), f"output_dir={tmp_path / 'run'}"]
@@ -79,6 +79,19 @@ def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args,
     names = sorted(source["name"] for source in record["sources"])
     val = read_data_split(data_of(source, source_roots[source]), "val", head=4)
     assert names == sorted(r.name for r in val.records[:2])
+    assert evaluate.main(args) == 0  # reads the sources back from the data by their ids
+    rows = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())["rows"]
+    assert sum(row["images"] for row in rows) == 4
+    # A data set generated from the val layouts, written in the source's own layout, and read back.
+    out = tmp_path / "generated"
+    assert synthesize.main([*args, f"synthesize.out_root={out}", "synthesize.split=val", "synthesize.limit=2",
+                            "synthesize.images_per_source=2", "synthesize.prompts=[a photo, a drawing]",
+                            "sample.num_inference_steps=2"]) == 0
+    generated = read_data_split(data_of(source, out), "val", head=10)
+    assert sorted(r.captions for r in generated.records) == [("a drawing",), ("a drawing",), ("a photo",),
+                                                             ("a photo",)]
+    assert not (tmp_path / "generated.work").exists()
+    assert json.loads((out / "lumen_synthesized.json").read_text())["images"] == 4
 
 
 @pytest.mark.parametrize("source", list(WRITERS))

@@ -50,10 +50,12 @@ class ImageRecord:
 
     @property
     def name(self) -> str:
-        """A file-name-safe name: COCO's zero-padded id, else the key with separators replaced."""
+        """A file-name-safe name: COCO's zero-padded id, else the key without its extension, every character
+        but letters, digits, - and _ replaced by _."""
         if not self.key:
             return f"{self.image_id:012d}"
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.key).with_suffix("").as_posix())
+        # No dots: tar shards group a sample's members by the name before the first dot.
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(self.key).with_suffix("").as_posix())
 
 
 @dataclass

@@ -87,6 +87,9 @@ def write_webdataset(out: str | Path, splits: Mapping[str, CaptionedImages], sha
     return out
 
 
+WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset, "webdataset": write_webdataset}
+
+
 def coco_captioned_images(images_dir: str | Path, captions_file: str | Path, limit: int | None = None
                           ) -> list[tuple[Path, list[str]]]:
     """``(image file, captions)`` of a COCO captions file, by image id (the first ``limit``)."""

@@ -2,7 +2,9 @@
 
 For every image of synthesize.split (the first synthesize.limit), generates synthesize.images_per_source images
 from its neural layout, with its first caption or the prompts of synthesize.prompts (in turn), and writes a new
-data set in the official COCO layout under synthesize.out_root (see lumen.synthesis for the files). Work is
+data set under synthesize.out_root in the layout the source has (data.source: COCO's official layout, with label
+maps where the source had them; an image folder, a save_to_disk dataset or tar shards, the prompts as captions;
+see lumen.synthesis for the files). Work is
 cut into shards of synthesize.shard_size sources, spread over the processes under `accelerate launch`, and a
 killed run resumes (finished shards are kept). The result passes scripts/doctor.py.
 """
@@ -14,10 +16,11 @@ from pathlib import Path
 
 from lumen.artifacts import ensure_writable, shard_ranges
 from lumen.build import SamplingSetup, split_dataset
-from lumen.config import LumenConfig, config_from_argv, save_config
+from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
+from lumen.data.export import WRITERS
 from lumen.data.paths import resolve_split_paths
-from lumen.errors import run_cli
-from lumen.synthesis import SyntheticSplit, synthesize_shard
+from lumen.errors import LumenError, run_cli
+from lumen.synthesis import SyntheticSplit, synthesize_shard, write_in_format
 from lumen_train.distributed import close_processes, make_accelerator
 from lumen_train.synthesis import synthesize_on_processes
 
@@ -26,10 +29,17 @@ def synthesize(cfg: LumenConfig) -> Path:
     s = cfg.synthesize
     accelerator = make_accelerator()
     try:
-        target = SyntheticSplit(ensure_writable(s.out_root, "the synthetic data set"), s.out_split or s.split)
+        coco = cfg.data.source == DataSource.coco
+        out = ensure_writable(s.out_root, "the synthetic data set")
+        if not coco and any(out.iterdir()):
+            raise LumenError(f"synthesize.out_root={out} is not empty; the {cfg.data.source.value} data set is "
+                             f"written there as a new folder: choose an empty or new one")
+        # Other sources are generated in a working folder beside out_root, then written in their own layout.
+        work = out if coco else out.with_name(out.name + ".work")
+        target = SyntheticSplit(work, s.out_split or s.split)
         setup = SamplingSetup(cfg, cfg.sample.controlnet)
-        has_labels = resolve_split_paths(cfg.data, s.split).label_maps_dir is not None
-        dataset = split_dataset(cfg, s.split, labels="stuffthingmaps" if has_labels else "none")
+        has_labels = coco and resolve_split_paths(cfg.data, s.split).label_maps_dir is not None
+        dataset = split_dataset(cfg, s.split, labels="stuffthingmaps" if has_labels else "none", head=s.limit)
         count = len(dataset) if s.limit is None else min(s.limit, len(dataset))
         if accelerator.is_main_process:
             save_config(cfg, target.root, "lumen_config.yaml")
@@ -43,16 +53,21 @@ def synthesize(cfg: LumenConfig) -> Path:
         provenance = {"source": f"{cfg.data.root} ({s.split})", "controlnet": str(setup.folder),
                       "source_split": s.split, "prompts": list(s.prompts), "images_per_source": s.images_per_source,
                       "seed": cfg.sample.seed}
-        summary = synthesize_on_processes(accelerator, target, shard_ranges(count, s.shard_size),
-                                          s.images_per_source, make_shard, has_labels, provenance)
+        merge = None
+        if not coco:
+            def merge():
+                return write_in_format(target, len(ranges), WRITERS[cfg.data.source.value], out, provenance)
+        ranges = shard_ranges(count, s.shard_size)
+        summary = synthesize_on_processes(accelerator, target, ranges, s.images_per_source, make_shard, has_labels,
+                                          provenance, merge=merge)
     finally:
         close_processes(accelerator)
     if summary is not None:
-        print(f"{summary['images']} generated images in {target.root} (split '{target.split}'); "
-              f"{len(summary['skipped_sources'])} unusable source images skipped")
-        print(f"check it: python scripts/doctor.py CONFIG data.root={target.root} data.train_split={target.split} "
-              f"data.val_split={target.split}")
-    return target.root
+        print(f"{summary['images']} generated images in {out} (split '{target.split}', "
+              f"{cfg.data.source.value} layout); {len(summary['skipped_sources'])} unusable source images skipped")
+        print(f"check it: python scripts/doctor.py CONFIG data.source={cfg.data.source.value} data.root={out} "
+              f"data.train_split={target.split} data.val_split={target.split}")
+    return out
 
 
 def main(argv=None) -> int:
