@@ -40,7 +40,7 @@ def shipped_run(tmp_path_factory):
     from lumen_train.commands import encode_layouts, fit_pca, train_controlnet
 
     base = tmp_path_factory.mktemp("shipped")
-    data = write_synthetic_coco_stuff(base / "data", num_train=96, num_val=6, width=160, height=128, seed=11,
+    data = write_synthetic_coco_stuff(base / "data", num_train=96, num_val=10, width=160, height=128, seed=11,
                                       progress=False)
     args = [str(REPO / "configs" / "tiny.yaml"), f"output_dir={base / 'run'}", f"model.pretrained={SHIPPED}",
             f"data.root={data}", "encode.visualize=0", "train.report_to=none", "validation.steps=0",
@@ -54,8 +54,8 @@ def _things_mean_colour(image: np.ndarray, label: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped model's text conditioning is too weak: a colour word in the prompt "
-                                       "does not yet move the colour of a thing drawn where the layout puts it")
+@pytest.mark.xfail(strict=True, reason="the shipped model binds colour words to things only partly: 'blue' moves the "
+                                       "things toward blue, 'red' does not move them toward red (it reddens the sky)")
 def test_a_colour_word_in_the_prompt_moves_the_things_colour_toward_it(shipped_run, tmp_path):
     """Same layout, same seed, two prompts that differ only in the colour word: the mean colour of the source's
     things moves toward the colour each prompt names."""
@@ -84,7 +84,7 @@ def test_a_colour_word_in_the_prompt_moves_the_things_colour_toward_it(shipped_r
         toward_red = np.linalg.norm(colour[2] - red) - np.linalg.norm(colour[1] - red)  # blue prompt minus red's
         toward_blue = np.linalg.norm(colour[1] - blue) - np.linalg.norm(colour[2] - blue)
         moves.append((toward_red, toward_blue))
-        if len(moves) == 3:
+        if len(moves) == 6:
             break
     assert len(moves) >= 2
     moves = np.array(moves)
