@@ -35,7 +35,9 @@ def coco_mini_items(shared_data):
 @pytest.fixture(scope="session")
 def source_roots(coco_mini_items, tmp_path_factory):
     base = tmp_path_factory.mktemp("sources")
-    return {name: write(base / name, coco_mini_items) for name, write in WRITERS.items()}
+    roots = {name: write(base / name, coco_mini_items) for name, write in WRITERS.items() if name != "webdataset"}
+    roots["webdataset"] = write_webdataset(base / "webdataset", coco_mini_items, shard_size=4)  # two train shards
+    return roots
 
 
 def source_args(tiny_args, source, root):
@@ -55,7 +57,9 @@ def test_a_split_lists_every_image_with_its_captions_and_a_stable_id(source, sou
     assert index.read_image(index.records[0]).size == Image.open(first_file).size
 
 
-@pytest.mark.parametrize("source", list(WRITERS))
+# One source in the default run (~10 s each); the others with the slow tests.
+@pytest.mark.parametrize("source", [pytest.param(name, marks=[] if name == "imagefolder" else [pytest.mark.slow])
+                                    for name in WRITERS])
 def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args, tmp_path, capsys):
     from lumen.cache import load_cache
     from lumen_train.commands import doctor, encode_layouts, evaluate, fit_pca, sample, synthesize
@@ -341,3 +345,20 @@ def test_two_processes_stream_disjoint_shards(streamed_run, tmp_path):
         with tarfile.open(shard) as tar:
             keys[n % 2] |= {stable_id(f"{shard.name}/{Path(m.name).stem}") for m in tar.getmembers()}
     assert seen[0] and seen[1] and seen[0] <= keys[0] and seen[1] <= keys[1] and not seen[0] & seen[1]
+
+
+def test_an_image_folder_with_metadata_csv_and_two_caption_columns(coco_mini_items, tmp_path):
+    import csv
+
+    folder = tmp_path / "photos" / "train"
+    folder.mkdir(parents=True)
+    with open(folder / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "title", "description"])
+        for path, captions in coco_mini_items["train"][:3]:
+            shutil.copyfile(path, folder / path.name)
+            writer.writerow([path.name, captions[0], captions[1]])
+    data = data_of("imagefolder", tmp_path / "photos", caption_column=["title", "description"])
+    index = read_data_split(data, "train")
+    folded = [tuple(" ".join(c.split()) for c in captions[:2]) for _, captions in coco_mini_items["train"][:3]]
+    assert [r.captions for r in index.records] == folded

@@ -172,6 +172,7 @@ def test_interrupted_build_leaves_no_complete_looking_folder(tmp_path, monkeypat
     assert not (tmp_path / "sd").exists()
 
 
+@pytest.mark.slow  # ~30 s; the builder runs only in make_tiny_sd.py (test_training_the_tiny_sd_is_reproducible stays)
 def test_vae_training_is_reproducible_and_makes_an_autoencoder():
     import numpy as np
 
@@ -188,6 +189,7 @@ def test_vae_training_is_reproducible_and_makes_an_autoencoder():
     assert errors[1] < 0.7 * errors[0]  # 30 steps already reconstruct much better than random weights
 
 
+@pytest.mark.slow  # ~16 s, as above
 def test_unet_training_is_reproducible_and_lowers_the_denoising_loss():
     from diffusers import DDPMScheduler
 
