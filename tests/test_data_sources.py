@@ -100,7 +100,7 @@ def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args,
 
 @pytest.mark.parametrize("source", list(WRITERS))
 def test_a_corrupt_image_is_skipped_named_and_counted(source, coco_mini_items, tmp_path, tiny_args, capsys):
-    from lumen_train.commands import doctor
+    from lumen_train.commands import doctor, encode_layouts, fit_pca
 
     items = dict(coco_mini_items)
     broken = tmp_path / "broken.jpg"
@@ -113,6 +113,12 @@ def test_a_corrupt_image_is_skipped_named_and_counted(source, coco_mini_items, t
     key = FIRST_KEY[source].format(stem="broken").replace("[0]", "[2]")
     assert "UNUSABLE IMAGES: 1" in report and f"- {key}: cannot be decoded" in report
     assert doctor.main([*args, "data.max_bad_fraction=0.2"]) == 0
+    # The cache skips it too, and names and counts it in the split's index.
+    lenient = [*args, "data.max_bad_fraction=0.2", "encode.splits=[train]"]
+    assert fit_pca.main(lenient) == 0 and encode_layouts.main(lenient) == 0
+    index = json.loads((tmp_path / "run" / "cache" / "train" / "index.json").read_text())
+    assert index["rows"] == 7 and len(index["skipped"]) == 1
+    assert index["skipped"][0][0].endswith(key.split("/")[-1])
 
 
 @pytest.mark.parametrize("source", list(WRITERS))
