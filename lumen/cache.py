@@ -174,6 +174,7 @@ def finish_split(split_dir: Path, num_shards: int, extra: Optional[dict] = None)
     metas = [json.loads((split_dir / shard_name(s) / SHARD_META).read_text()) for s in range(num_shards)]
     index = dict(extra or {}, shards=[shard_name(s) for s in range(num_shards)],
                  rows=sum(m["rows"] for m in metas), skipped=[p for m in metas for p in m["skipped"]])
+    index.setdefault("images", index["rows"] + len(index["skipped"]))  # a stream's size: what was read
     with writing(split_dir, "the cache index"):
         (split_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
     return index

@@ -30,28 +30,33 @@ from lumen.cache import (
 from lumen.data.problems import ProblemLog
 
 
-def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path, shard_size: int, extractor,
-                 encoder, batch_size: int, num_workers: int, max_bad_fraction: float) -> tuple[dict, ProblemLog]:
-    """Make or finish the cache of one split; returns its index and its unusable images (on every process).
-    Raises ``TooManyBadInputs`` on every process when more than ``max_bad_fraction`` of the split is unusable."""
-    ranges = shard_ranges(len(dataset), shard_size)
+def _unfinished_shards(accelerator: Accelerator, split: str, split_dir: Path, num_shards: int) -> tuple[list[int], int]:
+    """This process's shards that need (re)making, and how many of the split's shards are done already. A
+    finished shard counts only if every file's checksum matches what was recorded when it was written; what a
+    killed run left half-written is removed first."""
     if accelerator.is_main_process:
         split_dir.mkdir(parents=True, exist_ok=True)
         remove_partial_shards(split_dir)
     accelerator.wait_for_everyone()
-
-    # 1. Which of this process's shards need (re)making: a finished shard counts only if every file's
-    # checksum matches what was recorded when it was written.
     todo = []
-    for shard in shards_of_process(len(ranges), accelerator.process_index, accelerator.num_processes):
+    for shard in shards_of_process(num_shards, accelerator.process_index, accelerator.num_processes):
         problems = shard_problems(split_dir, shard)
         if problems and problems != ["missing"]:
             print(f"{split}: {shard_name(shard)} is damaged ({'; '.join(problems)}): encoding it again", flush=True)
         if problems:
             todo.append(shard)
     missing = accelerator.reduce(torch.tensor([len(todo)], device=accelerator.device), reduction="sum").item()
+    return todo, num_shards - int(missing)
+
+
+def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path, shard_size: int, extractor,
+                 encoder, batch_size: int, num_workers: int, max_bad_fraction: float) -> tuple[dict, ProblemLog]:
+    """Make or finish the cache of one split; returns its index and its unusable images (on every process).
+    Raises ``TooManyBadInputs`` on every process when more than ``max_bad_fraction`` of the split is unusable."""
+    ranges = shard_ranges(len(dataset), shard_size)
+    todo, done = _unfinished_shards(accelerator, split, split_dir, len(ranges))
     if accelerator.is_main_process:
-        print(f"{split}: {len(dataset)} images in {len(ranges)} shards ({len(ranges) - int(missing)} already done)")
+        print(f"{split}: {len(dataset)} images in {len(ranges)} shards ({done} already done)")
 
     # 2. Encode, stopping as soon as the unusable images are certain to pass the limit.
     limit = max_bad_fraction * len(dataset)
@@ -96,20 +101,9 @@ def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extra
     unusable share is checked at the end (the finished shards are kept: a rerun with a higher
     data.max_bad_fraction only finishes the index)."""
     urls, split = stream.urls, stream.split
+    todo, done = _unfinished_shards(accelerator, split, split_dir, len(urls))
     if accelerator.is_main_process:
-        split_dir.mkdir(parents=True, exist_ok=True)
-        remove_partial_shards(split_dir)
-    accelerator.wait_for_everyone()
-    todo = []
-    for shard in shards_of_process(len(urls), accelerator.process_index, accelerator.num_processes):
-        problems = shard_problems(split_dir, shard)
-        if problems and problems != ["missing"]:
-            print(f"{split}: {shard_name(shard)} is damaged ({'; '.join(problems)}): encoding it again", flush=True)
-        if problems:
-            todo.append(shard)
-    missing = accelerator.reduce(torch.tensor([len(todo)], device=accelerator.device), reduction="sum").item()
-    if accelerator.is_main_process:
-        print(f"{split}: {len(urls)} tar shards ({len(urls) - int(missing)} already done)")
+        print(f"{split}: {len(urls)} tar shards ({done} already done)")
     warn_once = ProblemLog(split, max_bad_fraction)
     bar = tqdm(desc=f"encode {split}", unit="img", disable=not accelerator.is_main_process)
     for shard in todo:
@@ -122,9 +116,7 @@ def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extra
     problems = ProblemLog(split, max_bad_fraction)
     problems.problems.update(dict(map(tuple, skipped_so_far(split_dir))))
     if accelerator.is_main_process:
-        index = finish_split(split_dir, len(urls), extra={"split": split, "shards_read": urls})
-        total = index["rows"] + len(index["skipped"])
-        (split_dir / INDEX_FILE).write_text(json.dumps(dict(index, images=total), indent=2))
+        finish_split(split_dir, len(urls), extra={"split": split, "shards_read": urls})
     accelerator.wait_for_everyone()
     index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
     problems.check(index["images"])

@@ -224,22 +224,20 @@ def run_doctor(data: DataConfig, progress: bool = True) -> tuple[bool, str]:
     sections, reports, passed = [], [], True
     for split in dict.fromkeys([data.train_split, data.val_split]):
         start = time.perf_counter()
+        workers = max(1, data.num_workers)
         try:
-            if data.source == DataSource.webdataset:
+            if data.source == DataSource.webdataset:  # tar shards are read while they are checked
                 stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column)
-                report = check_stream_split(stream, num_workers=max(1, data.num_workers), progress=progress)
-                reports.append(report)
-                sections.append(format_report(report, data.max_bad_fraction))
-                passed &= split_passes(report, data.max_bad_fraction)
-                continue
-            index = read_data_split(data, split)
+                report = check_stream_split(stream, num_workers=workers, progress=progress)
+            else:
+                index = read_data_split(data, split)
+                listing = time.perf_counter() - start
+                report = check_split(index, num_workers=workers, progress=progress)
+                report.seconds += listing  # the speed counts reading the caption file or table too
         except DataLayoutError as err:
             sections.append(f"== split '{split}' ==\n  FAIL: {err}")
             passed = False
             continue
-        listing = time.perf_counter() - start
-        report = check_split(index, num_workers=max(1, data.num_workers), progress=progress)
-        report.seconds += listing  # the speed counts reading the caption file or table too
         reports.append(report)
         sections.append(format_report(report, data.max_bad_fraction))
         passed &= split_passes(report, data.max_bad_fraction)

@@ -27,13 +27,13 @@ def read_data_split(data: DataConfig, split: str, load_stuff: bool = False, head
         stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column)
         if image_ids is not None:
             return stream.find_index(list(image_ids))
-        count = min(x for x in (head, data.limit) if x is not None) if (head or data.limit) else None
-        if count is None:
+        counts = [x for x in (head, data.limit) if x is not None]
+        if not counts:
             raise StreamingSourceError(
                 f"data.source=webdataset streams split '{split}'; this stage reads a whole split as a list: train "
                 f"from the layout cache (scripts/encode_layouts.py, train.use_cache=true), or set data.limit to read "
                 f"the first N images as a list")
-        return stream.head_index(count)
+        return stream.head_index(min(counts))
     if data.source == DataSource.imagefolder:
         from lumen.data.tables import read_imagefolder_split
 
