@@ -54,8 +54,6 @@ def _things_mean_colour(image: np.ndarray, label: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped model binds colour words to things only partly: 'blue' moves the "
-                                       "things toward blue, 'red' does not move them toward red (it reddens the sky)")
 def test_a_colour_word_in_the_prompt_moves_the_things_colour_toward_it(shipped_run, tmp_path):
     """Same layout, same seed, two prompts that differ only in the colour word: the mean colour of the source's
     things moves toward the colour each prompt names."""
@@ -89,7 +87,9 @@ def test_a_colour_word_in_the_prompt_moves_the_things_colour_toward_it(shipped_r
     assert len(moves) >= 2
     moves = np.array(moves)
     # averaged over the sources, each prompt's things are closer to its own colour than the other prompt's are
-    assert moves[:, 0].mean() > 5 and moves[:, 1].mean() > 5, moves
+    # (measured: 29 toward red, 53 toward blue, every source both ways), and so for most sources one by one
+    assert moves[:, 0].mean() > 10 and moves[:, 1].mean() > 10, moves
+    assert (moves > 0).all(axis=1).mean() >= 0.6, moves
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +112,7 @@ def test_the_layout_of_a_sample_is_closer_to_its_own_source_than_to_the_others(s
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="with the shipped model the layout cosine does not yet rise with the number "
-                                       "of components: the first component (the horizon) carries most of it")
+@pytest.mark.xfail(strict=True, reason="after 150 steps on one process the layout cosine does not rise with the number "
+                                       "of components (the demo's 160 steps on two processes: 0.48 -> 0.64)")
 def test_more_components_give_a_layout_closer_to_the_source(shipped_sweep):
     assert shipped_sweep[20]["layout_cosine"] > shipped_sweep[1]["layout_cosine"] + 0.05, shipped_sweep

@@ -186,10 +186,11 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.
     return _render(rng, label_map, used + things), label_map
 
 
-def render_captioned_scene(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[str]]:
-    """One random scene: ``(H, W, 3)`` uint8 image and its five captions."""
+def render_captioned_scene(rng: np.random.Generator, width: int,
+                           height: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """One random scene: ``(H, W, 3)`` uint8 image, its five captions and its ``(H, W)`` label map."""
     label_map, used, things, indoor = _scene(rng, width, height)
-    return _render(rng, label_map, used + things), _captions(rng, used, things, indoor)
+    return _render(rng, label_map, used + things), _captions(rng, used, things, indoor), label_map
 
 
 def write_synthetic_split(root: str | Path, split: str, image_ids: list[int], width: int, height: int,
