@@ -39,6 +39,7 @@ def weights(out: Path, folder: str = "controlnet") -> dict:
     return load_file(out / folder / "diffusion_pytorch_model.safetensors")
 
 
+@pytest.mark.slow
 def test_two_machines_on_one_host_train_together_and_agree_on_the_weights(train_args):
     """`accelerate launch --num_machines 2 --machine_rank 0/1 --main_process_ip ...`, one process per
     "machine", the output folder shared as on a cluster file system: one world of two ranks, disjoint batches,

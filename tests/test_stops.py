@@ -33,9 +33,9 @@ def launch(args, **kwargs):
 
 
 def test_a_finished_two_process_run_exits_cleanly_every_time(train_args):
-    """Trackers, checkpoints and validation on two gloo ranks; repeated, since an unordered shutdown failed at
-    random (test_closing_ends_the_process_group_and_its_threads checks the cause itself, on every run)."""
-    for attempt in range(2):
+    """Trackers, checkpoints and validation on two gloo ranks. An unordered shutdown used to fail here at random;
+    test_closing_ends_the_process_group_and_its_threads checks its cause itself, so one run is enough."""
+    for attempt in range(1):
         process = launch([*train_args, "train.batch_size=2", "train.max_train_steps=2", "train.checkpointing_steps=1",
                           "train.report_to=tensorboard", "validation.steps=2", "validation.num_images=2",
                           "validation.num_inference_steps=2", "train.overwrite_output_dir=true"])

@@ -121,6 +121,7 @@ def test_evaluate_with_a_segmentation_model_given_by_path(trained_run, tmp_path)
     assert str(segmenter) in result["segmentation"]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_synthesize_the_same_data_set_as_one(trained_run, tmp_path):
     import os
