@@ -181,10 +181,10 @@ def _train_unet(unet, vae, text_encoder, tokenizer, scheduler, steps: int, seed:
     things = torch.from_numpy(np.stack([label < FIRST_STUFF_VALUE for _, _, label in scenes])).float()
     things = torch.nn.functional.avg_pool2d(things[:, None], size // latents.shape[-1])
     generator = torch.Generator().manual_seed(seed + 3)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW([{"params": list(unet.parameters()), "lr": learning_rate},
-                                   {"params": list(text_encoder.parameters()), "lr": text_encoder_learning_rate}],
-                                  weight_decay=0.0)
+    unet_params, text_params = list(unet.parameters()), list(text_encoder.parameters())
+    params = unet_params + text_params
+    optimizer = torch.optim.AdamW([{"params": unet_params, "lr": learning_rate},
+                                   {"params": text_params, "lr": text_encoder_learning_rate}], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, warmup=max(1, steps // 20)))
     ema = EMAModel(params, decay=0.999)
     num_timesteps = scheduler.config.num_train_timesteps
