@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -536,6 +537,8 @@ class LumenConfig:
 class ConfigError(LumenError, ValueError):
     """A config file or override that does not fit the schema."""
 
+    label = "config error"
+
 
 def _valid_keys(parent: str) -> list[str]:
     """Field names of the schema section at dotted path ``parent`` ('' for the root)."""
@@ -564,34 +567,118 @@ def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
 _BOOLEAN_WORDS = {False: ("no", "off", "false"), True: ("yes", "on", "true")}
 
 
-def _booleans_as_choices(node: DictConfig, schema: Any = LumenConfig) -> DictConfig:
-    """``node`` with a boolean given to a choice key (``train.mixed_precision: no``) replaced by the choice
-    it names, when the choices have one."""
-    import typing
-
-    plain = OmegaConf.to_container(node, resolve=False)
-
-    def fix(values: dict, cls: Any) -> None:
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            kind = hints.get(key)
-            if isinstance(value, dict) and is_dataclass(kind):
-                fix(value, kind)
-            elif isinstance(value, bool) and isinstance(kind, type) and issubclass(kind, enum.Enum):
-                names = [m.value for m in kind]
-                values[key] = next((w for w in _BOOLEAN_WORDS[value] if w in names), value)
-
-    if isinstance(plain, dict):
-        fix(plain, schema)
-    return OmegaConf.create(plain)
+def _unwrap_optional(kind: Any) -> Any:
+    """``Optional[X]`` -> ``X``; any other type as it is."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is typing.Union and len(args) == 1:
+        return args[0]
+    return kind
 
 
-def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+def _schema_type(key: str) -> Any:
+    """The declared type of the dotted config key ``key`` (None when the schema has no such key); below a
+    mapping-valued key (``compare.backbone_models.dino``), the type of its values."""
+    node: Any = LumenConfig
+    parts = key.split(".")
+    for position, part in enumerate(parts):
+        if not is_dataclass(node):
+            return None
+        kind = _unwrap_optional(typing.get_type_hints(node).get(part))
+        if kind is None:
+            return None
+        if typing.get_origin(kind) is dict and position == len(parts) - 2:
+            return typing.get_args(kind)[1]
+        node = kind
+    return node
+
+
+def _shape_error(key: str, value: Any, source: str, expected: str) -> ConfigError:
+    return ConfigError(f"bad value for config key '{key}' (from {source}): {value}; expected {expected}")
+
+
+def _conform(values: dict, section: Any, source: str, typed: Callable[[str], Any], prefix: str = "") -> dict:
+    """``values`` (a config file's or an override's mapping) checked against the schema section ``section`` for
+    what OmegaConf would report in its own terms, with the word the user typed (``typed(dotted key)``):
+    a scalar for a list or a section, a list or mapping for a single value, and YAML's reading of a bare word
+    (``no`` as false, ``{a,b}`` as a mapping) where the key wants a string or a choice."""
+    hints = typing.get_type_hints(section)
+    result = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        kind = _unwrap_optional(hints.get(key)) if key in hints else None
+        if kind is None or kind is Any or value is None or (isinstance(value, str) and value.startswith("${")):
+            result[key] = value  # unknown keys are named by OmegaConf, with the closest valid key
+            continue
+        origin, word = typing.get_origin(kind), typed(name)
+        if is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise _shape_error(name, word if word is not None else value, source,
+                                   f"a section of keys, e.g. {name}.{fields(kind)[0].name}=...")
+            value = _conform(value, kind, source, typed, name + ".")
+        elif origin is list:
+            if not isinstance(value, list):
+                raise _shape_error(name, word if word is not None else value, source,
+                                   f"a list, e.g. {name}=[{word if word is not None else value}]")
+        elif origin is dict:
+            if not isinstance(value, dict):
+                raise _shape_error(name, word if word is not None else value, source,
+                                   f"a mapping, e.g. {name}.<key>=<value>")
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum) and isinstance(value, bool):
+            choices = [member.value for member in kind]
+            chosen = word if word in choices else next((w for w in _BOOLEAN_WORDS[value] if w in choices), None)
+            if chosen is None:
+                raise _shape_error(name, repr(word if word is not None else value), source,
+                                   f"one of {', '.join(choices)}")
+            value = chosen
+        elif kind is str and not isinstance(value, str) and isinstance(word, str):
+            value = word  # what was typed, not YAML's reading of it (a boolean, a number, a brace pattern)
+        elif isinstance(value, (dict, list)):
+            raise _shape_error(name, word if word is not None else value, source, "a single value")
+        result[key] = value
+    return result
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    """The value at dotted ``key`` in a nested dict (None when absent)."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _merge(base: DictConfig, plain: dict, source: str, typed: Callable[[str], Any]) -> DictConfig:
     try:
-        other = _booleans_as_choices(other)
-        return OmegaConf.merge(base, other)
+        return OmegaConf.merge(base, OmegaConf.create(_conform(plain, LumenConfig, source, typed)))
     except OmegaConfBaseException as err:
         raise _explain(err, source) from None
+
+
+def _nested(key: str, value: Any) -> dict:
+    """``a.b.c``, v -> ``{"a": {"b": {"c": v}}}``."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def parse_override(item: str) -> dict:
+    """``key=value`` -> a nested mapping. The value is read as YAML (numbers, lists, null, ...); for a key that
+    holds a string, a value YAML cannot read (``data.shards={root}/{split}/{000000..000099}.tar``) is taken
+    as typed."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.empty_prompt_probability=0.1)")
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={text}"]), resolve=False)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        if _schema_type(key) is not str:
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(f"cannot parse override '{item}': {detail}") from None
+        parsed = _nested(key, text)
+    return parsed
 
 
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
@@ -611,6 +698,8 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
     Raises ``ConfigError`` naming the key and its source when anything does not fit the schema: an unknown
     key, a wrong type, or a value outside the key's range (``Range``).
     """
+    import yaml
+
     cfg = OmegaConf.structured(LumenConfig)
     sources: dict[str, str] = {}  # dotted key -> where its value came from (the last one to set it)
     for path in files:
@@ -619,25 +708,23 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = OmegaConf.load(path)
+            # Every scalar as the text it was written with, for messages and for string keys.
+            typed_tree = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
         except Exception as err:  # yaml syntax errors come in several types
             raise ConfigError(f"cannot parse {path} as YAML: {err}") from None
         if loaded is None:
             continue
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path} must hold a mapping of config keys, found {type(loaded).__name__}")
-        cfg = _merge(cfg, loaded, str(path))
-        sources.update(dict.fromkeys(_leaf_keys(OmegaConf.to_container(loaded, resolve=False)), str(path)))
+        plain = OmegaConf.to_container(loaded, resolve=False)
+        cfg = _merge(cfg, plain, str(path), lambda key, tree=typed_tree: _lookup(tree, key))
+        sources.update(dict.fromkeys(_leaf_keys(plain), str(path)))
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value "
-                              f"(e.g. train.empty_prompt_probability=0.1)")
-        try:
-            dot = OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"cannot parse override '{item}': {err}") from None
+        plain = parse_override(item)
+        key, _, text = (part.strip() for part in item.partition("="))
         source = f"command-line override '{item}'"
-        cfg = _merge(cfg, dot, source)
-        sources.update(dict.fromkeys(_leaf_keys(OmegaConf.to_container(dot, resolve=False)), source))
+        cfg = _merge(cfg, plain, source, lambda name, key=key, text=text: text if name == key else None)
+        sources.update(dict.fromkeys(_leaf_keys(plain), source))
     try:
         result = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
@@ -686,6 +773,20 @@ def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
                         f"{sources.get('layout.fusion_weights', 'the defaults')}): {cfg.layout.fusion_weights}; "
                         f"expected two weights, for the SD part and the DINOv2 part")
     known = [b.value for b in Backbone]
+    for name in cfg.compare.backbone_models:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            key = f"compare.backbone_models.{name}"
+            hint = f" Did you mean compare.backbone_models.{close[0]}?" if close else ""
+            problems.append(f"unknown config key '{key}' (from {sources.get(key, 'the defaults')}): '{name}' is not a "
+                            f"backbone.{hint}\n  valid keys here: "
+                            + ", ".join(f"compare.backbone_models.{b}" for b in known))
+    for number, point in enumerate(cfg.corr.points, start=1):
+        if len(point) != 2:
+            problems.append(f"bad value for config key 'corr.points' (from "
+                            f"{sources.get('corr.points', 'the defaults')}): point {number} is {point}; expected "
+                            f"points of two numbers, [[x, y], ...] in source pixels")
+            break
     unknown = [b for b in cfg.compare.backbones if b not in known]
     if unknown or len(set(cfg.compare.backbones)) != len(cfg.compare.backbones) or not cfg.compare.backbones:
         problems.append(f"bad value for config key 'compare.backbones' (from "
@@ -768,9 +869,9 @@ def describe_keys(cls: Any = LumenConfig, prefix: str = "") -> list[str]:
 
 
 def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) -> LumenConfig:
-    """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every entry point takes it."""
+    """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every entry point takes it; a config that does not
+    fit the schema raises ``ConfigError`` (``lumen.errors.run_cli`` reports it in one message, exit code 2)."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -779,11 +880,7 @@ def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) ->
     parser.add_argument("items", nargs="+", metavar="CONFIG.yaml | key=value",
                         help="config files merged in order, then key=value overrides")
     args = parser.parse_args(argv)
-    try:
-        files, overrides = split_argv(args.items)
-        if not files:
-            parser.error("give at least one config file, e.g. configs/tiny.yaml")
-        return load_config(files, overrides)
-    except ConfigError as err:
-        print(f"{prog}: config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    files, overrides = split_argv(args.items)
+    if not files:
+        parser.error("give at least one config file, e.g. configs/tiny.yaml")
+    return load_config(files, overrides)

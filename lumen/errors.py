@@ -10,6 +10,8 @@ Exit codes of every entry point:
 from __future__ import annotations
 
 import errno
+import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,8 @@ EXIT_STOPPED = 3
 
 class LumenError(Exception):
     """Bad input or a mismatch a user can fix; its message says what was expected, found, and what to do."""
+
+    label = "error"  # what the one-line report calls it: "<prog>: <label>: <message>"
 
 
 class MissingDependencyError(LumenError, ImportError):
@@ -86,25 +90,74 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
         raise StorageError(message) from None
 
 
+# Set by Lumen's launcher (lumen_train.launch) for the processes it starts: a folder where each process records
+# how it ended, so the launcher can report one exit code and each distinct message once.
+LAUNCH_REPORTS_ENV = "LUMEN_LAUNCH_REPORTS"
+
+
+class LaunchReport:
+    """How this process ended, as ``<folder>/rank-<RANK>.json``: ``{"code": null}`` from its start (a process that
+    never replaces it was killed), then ``{"code": int, "message": str | null}``."""
+
+    def __init__(self, folder: str) -> None:
+        self.path = Path(folder) / f"rank-{os.environ.get('RANK', '0')}.json"
+
+    @classmethod
+    def from_environment(cls) -> Optional[LaunchReport]:
+        folder = os.environ.get(LAUNCH_REPORTS_ENV)
+        return cls(folder) if folder and Path(folder).is_dir() else None
+
+    def write(self, code: Optional[int], message: Optional[str] = None) -> bool:
+        """Record the outcome; False when it could not be written (the caller then prints the message)."""
+        try:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps({"code": code, "message": message}))
+            tmp.replace(self.path)
+            return True
+        except OSError:
+            return False
+
+
+def user_error_message(err: BaseException, prog: str) -> Optional[str]:
+    """The one line a user's mistake ends with (None when ``err`` is a bug in Lumen)."""
+    if isinstance(err, LumenError):
+        return f"{prog}: {err.label}: {err}"
+    if isinstance(err, OSError):
+        # A full disk or a forbidden folder met outside a `writing` block: the file is all we know.
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = err.filename or "."
+            return (f"{prog}: error: the disk is full ({free_space(where)} free at {where}); free some space and run "
+                    f"it again")
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return (f"{prog}: error: {err.strerror}: {err.filename}; choose a folder this user can write to (e.g. "
+                    f"output_dir=...) or fix its permissions")
+    return None
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], prog: str,
             argv: Optional[Sequence[str]] = None) -> int:
     """Run an entry point's ``main``; a ``LumenError`` (or a full disk / read-only folder met anywhere)
     becomes one message on stderr and exit code 2 instead of a traceback (other exceptions are bugs and keep
-    theirs)."""
+    theirs). Under Lumen's launcher the outcome is also recorded for it (``LaunchReport``), and a user's mistake
+    is printed by the launcher, once for all processes."""
+    report = LaunchReport.from_environment()
+    if report is not None:
+        report.write(None)
     try:
-        return main(argv)
-    except LumenError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as err:
-        # A full disk or a forbidden folder met outside a `writing` block: the file is all we know.
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = err.filename or "."
-            message = f"the disk is full ({free_space(where)} free at {where}); free some space and run it again"
-        elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            message = (f"{err.strerror}: {err.filename}; choose a folder this user can write to (e.g. "
-                       f"output_dir=...) or fix its permissions")
-        else:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, its message printed)
+        if report is not None:
+            report.write(exit_.code if isinstance(exit_.code, int) else 1)
+        raise
+    except Exception as err:
+        message = user_error_message(err, prog)
+        if message is None:
+            if report is not None:
+                report.write(1)
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        if report is None or not report.write(EXIT_USER_ERROR, message):
+            print(message, file=sys.stderr)
         return EXIT_USER_ERROR
+    if report is not None:
+        report.write(code)
+    return code

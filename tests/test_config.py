@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from lumen.config import ConfigError, DataLayout, LabelSource, config_from_argv, load_config, save_config
+from lumen.errors import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,11 +110,14 @@ def test_real_run_config_is_sd15_at_512_in_bf16():
     assert cfg.data.resolution == 512
 
 
-def test_entry_point_parser_exits_with_message(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        config_from_argv([str(REPO / "configs" / "tiny.yaml"), "data.lerning=1"], "x.py", "test")
-    assert exit_info.value.code == 2
-    assert "data.lerning" in capsys.readouterr().err
+def test_entry_point_parser_exits_with_message(capsys):
+    def main(argv):
+        config_from_argv(argv, "x.py", "test")
+        return 0
+
+    assert run_cli(main, "x.py", [str(REPO / "configs" / "tiny.yaml"), "data.lerning=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("x.py: config error: unknown config key 'data.lerning'"), err
 
 
 def test_yaml_booleans_given_to_a_choice_mean_the_choice_of_that_name(tmp_path):
@@ -126,3 +130,61 @@ def test_yaml_booleans_given_to_a_choice_mean_the_choice_of_that_name(tmp_path):
         == "no"
     with pytest.raises(ConfigError, match="train.attention"):
         load_config([], ["train.attention=no"])
+
+
+def test_a_choice_given_a_boolean_word_it_does_not_have_names_the_word_typed(tmp_path):
+    for override, word, choices in (("train.attention=no", "'no'", "sdpa, xformers"),
+                                    ("train.report_to=off", "'off'", "tensorboard, wandb, none")):
+        with pytest.raises(ConfigError) as error:
+            load_config([], [override])
+        assert str(error.value) == (f"bad value for config key '{override.split('=')[0]}' (from command-line override "
+                                    f"'{override}'): {word}; expected one of {choices}")
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  attention: Off\n")
+    with pytest.raises(ConfigError, match=f"'train.attention' \\(from {config}\\): 'Off'; expected one of sdpa"):
+        load_config([config])
+
+
+def test_a_single_value_for_a_list_and_a_list_for_a_single_value_say_what_is_expected():
+    with pytest.raises(ConfigError) as error:
+        load_config([], ["layout.layers=5"])
+    assert str(error.value) == ("bad value for config key 'layout.layers' (from command-line override "
+                                "'layout.layers=5'): 5; expected a list, e.g. layout.layers=[5]")
+    assert load_config([], ["layout.layers=[5]"]).layout.layers == [5]
+    with pytest.raises(ConfigError, match="'train.batch_size' .*: \\[2, 4\\]; expected a single value"):
+        load_config([], ["train.batch_size=[2, 4]"])
+    with pytest.raises(ConfigError, match="'train' .*: 3; expected a section of keys"):
+        load_config([], ["train=3"])
+
+
+def test_string_keys_take_the_value_as_typed_where_yaml_reads_it_otherwise(tmp_path):
+    """The README's brace range for tar shards, a split named like a YAML boolean, a number-like name."""
+    cfg = load_config([], ["data.shards={root}/{split}/{000000..000099}.tar", "data.val_split=no",
+                           "data.train_split=2017"])
+    assert cfg.data.shards == "{root}/{split}/{000000..000099}.tar"
+    assert (cfg.data.val_split, cfg.data.train_split) == ("no", "2017")
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  shards: '{root}/{split}/{000000..000099}.tar'\n  val_split: off\n")
+    assert (load_config([config]).data.shards, load_config([config]).data.val_split) == (
+        "{root}/{split}/{000000..000099}.tar", "off")
+    with pytest.raises(ConfigError, match="cannot parse override 'train.batch_size={2'"):
+        load_config([], ["train.batch_size={2"])
+
+
+def test_a_misspelled_key_inside_a_mapping_valued_key_is_refused_with_the_valid_names():
+    with pytest.raises(ConfigError) as error:
+        load_config([], ["compare.backbone_models.dinov22=facebook/dinov2-small"])
+    message = str(error.value)
+    assert message.startswith("unknown config key 'compare.backbone_models.dinov22' (from command-line override "
+                              "'compare.backbone_models.dinov22=facebook/dinov2-small'): 'dinov22' is not a backbone. "
+                              "Did you mean compare.backbone_models.dinov2?"), message
+    assert "valid keys here: compare.backbone_models.sd, compare.backbone_models.dinov2," in message
+    assert load_config([], ["compare.backbone_models.dinov2=x"]).compare.backbone_models == {"dinov2": "x"}
+
+
+def test_a_correspondence_point_must_have_two_numbers():
+    with pytest.raises(ConfigError) as error:
+        load_config([], ["corr.points=[[10,20],[30,40,50]]"])
+    assert str(error.value) == ("bad value for config key 'corr.points' (from command-line override "
+                                "'corr.points=[[10,20],[30,40,50]]'): point 2 is [30.0, 40.0, 50.0]; expected points "
+                                "of two numbers, [[x, y], ...] in source pixels")

@@ -14,6 +14,7 @@ import pytest
 
 from lumen.config import load_config
 from lumen.errors import EXIT_STOPPED
+from lumen.folder_lock import FolderLock
 from lumen_train.checkpointing import complete_checkpoints
 from lumen_train.trainer import Trainer
 
@@ -78,6 +79,22 @@ def test_sigterm_to_the_launcher_stops_both_processes_with_a_checkpoint_and_code
     assert trainer.global_step == step + 2
     assert any("written by 2 process(es) and this run has 1" in r.message for r in caplog.records)
     assert (out / "controlnet" / "lumen.json").is_file()
+
+
+def test_a_second_launch_on_a_held_folder_ends_in_one_line_and_code_2(train_args):
+    """Both ranks meet the same refusal: the launcher prints it once, with no torch elastic traceback."""
+    out = Path(train_args[1].split("=", 1)[1])
+    holder = FolderLock(out, "train_controlnet.py").acquire()
+    try:
+        process = launch(train_args)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        holder.release()
+    assert process.returncode == 2, output[-3000:]
+    assert "Traceback" not in output and "ChildFailedError" not in output
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("train_controlnet.py: error: ") and \
+        "is in use by another run" in errors[0], output[-3000:]
 
 
 def test_closing_ends_the_process_group_and_its_threads(tmp_path):
