@@ -93,12 +93,15 @@ def shard_done(split_dir: Path, shard: int) -> bool:
     return not shard_problems(split_dir, shard)
 
 
-def remove_partial_shards(split_dir: Path) -> None:
-    """Remove what a killed or stopped run left half-written (temporary shard folders, stop records)."""
-    for partial in split_dir.glob("shard-*.tmp*"):
-        shutil.rmtree(partial, ignore_errors=True)
+def remove_partial_shards(split_dir: Path) -> list[Path]:
+    """Remove what a killed or stopped run left half-written (temporary shard folders, stop records); returns the
+    shard folders removed."""
+    partial = sorted(split_dir.glob("shard-*.tmp*"))
+    for folder in partial:
+        shutil.rmtree(folder, ignore_errors=True)
     for record in split_dir.glob(STOP_PREFIX + "*"):
         record.unlink()
+    return partial
 
 
 STOP_PREFIX = "stopped-"  # stopped-<process>.json: the unusable images a process met before the limit stopped it
@@ -156,12 +159,17 @@ def write_shard(split_dir: Path, shard: int, rows: ShardRows, skipped: list[tupl
         shape = tuple(column[0].shape) if column else (1, 1, 1)
         features[name] = Array3D(shape=shape, dtype="float16")
     table = Dataset.from_dict({name: getattr(rows, name) for name in features}, features=features)
-    with writing(tmp, f"cache shard {final.name}"):
-        table.save_to_disk(str(tmp))
-        meta = dict(extra or {}, rows=len(rows.image_id), skipped=skipped, files=file_manifest(tmp, checksums=True))
-        (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+    try:
+        with writing(tmp, f"cache shard {final.name}"):
+            table.save_to_disk(str(tmp))
+            meta = dict(extra or {}, rows=len(rows.image_id), skipped=skipped,
+                        files=file_manifest(tmp, checksums=True))
+            (tmp / SHARD_META).write_text(json.dumps(meta, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # gives a full disk its space back
+        raise
     return final
 
 
@@ -212,6 +220,24 @@ def load_cache(cache_dir: str | Path, split: str, expected_settings: Optional[di
     tables = [t for t in tables if len(t)]
     return concatenate_datasets(tables).with_format("torch", columns=["image_id", "layout", "latent_mean",
                                                                        "latent_std"], output_all_columns=True)
+
+
+def changed_shards(cache_dir: str | Path, split: str, shards: Optional[Sequence[int]] = None,
+                   progress=None) -> list[str]:
+    """The shards of a complete split (or those at positions ``shards`` of its index) whose files no longer match
+    the SHA-256 sums recorded when they were written, one line each; empty when every one verifies. Reads every
+    byte: what ``load_cache`` skips (it compares sizes only)."""
+    split_dir = Path(cache_dir) / split
+    names = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'",
+                      "run 'python scripts/encode_layouts.py CONFIG' again")["shards"]
+    changed = []
+    for position in range(len(names)) if shards is None else shards:
+        problems = shard_problems(split_dir, int(names[position].split("-")[1]), checksums=True)
+        if problems:
+            changed.append(f"{names[position]} ({'; '.join(problems)})")
+        if progress is not None:
+            progress.update(1)
+    return changed
 
 
 def encode_shard(extractor, encoder, dataset, indices: Sequence[int], batch_size: int, num_workers: int,

@@ -305,6 +305,9 @@ class TrainConfig:
         doc="A pretrained ControlNet folder to continue from (None: from the UNet).")
     use_cache: bool = setting(True,
         doc="Read layouts + latents from output_dir/cache (False: compute them every step).")
+    verify_cache: bool = setting(True,
+        doc="Check the SHA-256 sums of every cache shard before training reads it (a changed byte is found, not "
+            "trained on); false skips the check.")
     batch_size: int = setting(4, low=1, doc="Images per process and micro-batch.")
     gradient_accumulation_steps: int = setting(1, low=1, doc="Micro-batches per optimizer step.")
     max_train_steps: Optional[int] = setting(None, low=1, doc="Optimizer steps; None: num_train_epochs over the data.")

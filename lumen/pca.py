@@ -168,6 +168,7 @@ def reuse_existing_pca(folder: str | Path, request: dict[str, Any], overwrite: b
             + "\nLayout caches and ControlNets made with it would no longer match a new one. Set pca.overwrite=true "
             "to replace it, or choose another layout.pca_dir."
         )
+    load_pca(folder)  # verified before it is reused: a damaged one is named, with the command that refits it
     return True
 
 

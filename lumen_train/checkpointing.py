@@ -145,10 +145,51 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, generator: torch.G
             error = err
     _raise_if_any_failed(accelerator, error, tmp, output_dir)
     if accelerator.is_main_process and total_limit is not None:
-        for old in complete_checkpoints(output_dir)[:-total_limit]:
-            shutil.rmtree(old)
+        prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+PRUNED_SUFFIX = ".pruned"  # checkpoint-<step>.pruned: a checkpoint being deleted (a kill may leave it half gone)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder: renamed first (one atomic step), then deleted, so a kill in the middle leaves a
+    ``.pruned`` folder that ``remove_leftovers`` finishes, never a ``checkpoint-<step>`` with half its files."""
+    doomed = path.with_name(path.name + PRUNED_SUFFIX)
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
+def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
+    """Keep the newest ``keep`` complete checkpoints; remove the older ones, and damaged ones older than every
+    kept one (resume would never take them). Damaged ones newer than the newest complete one stay (a resumed run
+    writes over them when it reaches their step). Returns what was removed."""
+    complete = complete_checkpoints(output_dir)
+    if len(complete) <= keep:
+        return []
+    oldest_kept = checkpoint_step(complete[-keep])
+    removed = [path for path in checkpoint_folders(output_dir) if checkpoint_step(path) < oldest_kept]
+    for path in removed:
+        if path not in complete:
+            logger.warning("removing %s: damaged (%s) and older than the checkpoints kept", path,
+                           "; ".join(checkpoint_problems(path)))
+        _remove(path)
+    return removed
+
+
+def remove_leftovers(output_dir: str | Path) -> list[Path]:
+    """Remove what a killed run left in ``output_dir``: checkpoints it was writing (``checkpoint-<step>.tmp``) or
+    deleting (``.pruned``). Only the run holding the folder's lock may call it. Returns what was removed."""
+    leftovers = sorted(p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir()
+                       and (p.name.endswith(".tmp") or p.name.endswith(PRUNED_SUFFIX)))
+    for path in leftovers:
+        shutil.rmtree(path)
+    if leftovers:
+        logger.warning("removed what an interrupted run left unfinished: %s",
+                       ", ".join(f"{p.name} ({'half deleted' if p.name.endswith(PRUNED_SUFFIX) else 'half written'})"
+                                 for p in leftovers))
+    return leftovers
 
 
 def _raise_if_any_failed(accelerator, error: Optional[StorageError], tmp: Path, output_dir: Path) -> None:

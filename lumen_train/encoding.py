@@ -13,12 +13,15 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm import tqdm
 
 from lumen.artifacts import read_json, shard_name, shard_ranges, shards_of_process
 from lumen.cache import (
     INDEX_FILE,
     STOP_PREFIX,
+    CacheDamagedError,
+    changed_shards,
     encode_samples,
     encode_shard,
     finish_split,
@@ -36,7 +39,10 @@ def _unfinished_shards(accelerator: Accelerator, split: str, split_dir: Path, nu
     killed run left half-written is removed first."""
     if accelerator.is_main_process:
         split_dir.mkdir(parents=True, exist_ok=True)
-        remove_partial_shards(split_dir)
+        removed = remove_partial_shards(split_dir)
+        if removed:
+            print(f"{split}: removed {len(removed)} unfinished shard folder(s) an interrupted run left: "
+                  f"{', '.join(p.name for p in removed)}", flush=True)
     accelerator.wait_for_everyone()
     todo = []
     for shard in shards_of_process(num_shards, accelerator.process_index, accelerator.num_processes):
@@ -121,3 +127,21 @@ def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extra
     index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
     problems.check(index["images"])
     return index, problems
+
+
+def verify_cache_split(accelerator: Accelerator, cache_dir: Path, split: str) -> None:
+    """Check every shard's SHA-256 sums before training reads the split, each process a disjoint share of the
+    shards; raises ``CacheDamagedError`` on every process alike, naming each changed shard."""
+    index = read_json(cache_dir / split / INDEX_FILE, f"the cache of split '{split}'",
+                      "run 'python scripts/encode_layouts.py CONFIG' again")
+    mine = shards_of_process(len(index["shards"]), accelerator.process_index, accelerator.num_processes)
+    with tqdm(total=len(mine), desc=f"verify cache {split}", unit="shard",
+              disable=not accelerator.is_main_process) as bar:
+        changed = changed_shards(cache_dir, split, mine, progress=bar)
+    if accelerator.num_processes > 1:
+        changed = gather_object(changed)
+    if changed:
+        raise CacheDamagedError(
+            f"the cache of split '{split}' in {cache_dir} changed since it was written: {', '.join(sorted(changed))}. "
+            f"Run 'python scripts/encode_layouts.py CONFIG' again: it re-encodes those shards (or skip this check "
+            f"with train.verify_cache=false)")

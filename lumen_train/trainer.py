@@ -42,13 +42,16 @@ from lumen.sources import file_source
 from lumen.training import ControlNetTask, build_optimizer
 from lumen_train.checkpointing import (
     checkpoint_folders,
+    checkpoint_problems,
     checkpoint_step,
     complete_checkpoints,
     load_checkpoint,
+    remove_leftovers,
     resolve_checkpoint,
     save_checkpoint,
 )
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
+from lumen_train.encoding import verify_cache_split
 from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class Health:
 RUN_OUTPUTS = ("controlnet", "controlnet_ema", "validation", "logs")
 
 
-def check_output_dir(out: Path, resume_from: Optional[Path], overwrite: bool) -> list[Path]:
+def check_output_dir(out: Path, resume_from: Optional[Path], overwrite: bool, resume_asked: bool = False) -> list[Path]:
     """Refuse to train into a folder holding another run's results; returns what ``overwrite`` removes.
 
     A fresh run stops when ``out`` holds checkpoints or a final ControlNet (its pruning and ``latest`` would
@@ -87,6 +90,16 @@ def check_output_dir(out: Path, resume_from: Optional[Path], overwrite: bool) ->
         others = checkpoint_folders(out) + [out / n for n in ("controlnet", "controlnet_ema") if (out / n).is_dir()]
     else:
         others = [p for p in complete_checkpoints(out) if step is not None and checkpoint_step(p) > step]
+    if others and not overwrite and resume_asked and resume_from is None:
+        # Asked to resume, but every checkpoint is damaged: resuming again cannot help.
+        damaged = "; ".join(f"{p.name}: {', '.join(checkpoint_problems(p))}" for p in others
+                            if checkpoint_step(p) is not None)
+        found = (f"every checkpoint there is damaged ({damaged})" if damaged else
+                 f"it holds no checkpoint, only a finished run's {', '.join(p.name for p in others)}")
+        raise OutputDirInUseError(
+            f"nothing to resume in output_dir={out}: {found}. Start afresh with train.overwrite_output_dir=true "
+            f"(deletes them), or choose another output_dir."
+        )
     if others and not overwrite:
         what = "a fresh run" if resume_from is None else f"a run resumed from {resume_from.name}"
         raise OutputDirInUseError(
@@ -191,8 +204,10 @@ class Trainer:
         # 2. The output folder: this run's alone (a lock for its lifetime), holding no other run's results.
         self.lock = lock_folder_on_main(acc, self.out, "train_controlnet.py")
         self.resume_from = resolve_checkpoint(self.out, t.resume_from_checkpoint) if t.resume_from_checkpoint else None
-        stale = check_output_dir(self.out, self.resume_from, t.overwrite_output_dir)
+        stale = check_output_dir(self.out, self.resume_from, t.overwrite_output_dir,
+                                 resume_asked=t.resume_from_checkpoint is not None)
         if acc.is_main_process:
+            remove_leftovers(self.out)
             for path in stale:
                 logger.warning("train.overwrite_output_dir=true: removing %s", path)
                 shutil.rmtree(path)
@@ -265,6 +280,8 @@ class Trainer:
         # so its dtype must be the one the PCA's layouts were made in).
         if t.use_cache:
             rows = load_cache(self.out / "cache", cfg.data.train_split, cache_settings(cfg, self.pca))
+            if t.verify_cache:  # load_cache compares sizes; a changed byte needs the checksums
+                verify_cache_split(acc, self.out / "cache", cfg.data.train_split)
             self.dataset = CachedLayoutDataset(rows, train=True, seed=cfg.seed,
                                                empty_prompt_probability=t.empty_prompt_probability)
             collate = collate_cached
@@ -381,6 +398,8 @@ class Trainer:
         if cfg.train.use_cache and cached.is_file():
             # The cached layouts are exactly the ones training reads.
             rows = load_cache(self.out / "cache", cfg.data.val_split, cache_settings(cfg, self.pca))
+            if cfg.train.verify_cache:
+                verify_cache_split(self.accelerator, self.out / "cache", cfg.data.val_split)
             ids = rows[:]["image_id"].tolist()
             wanted = {r.image_id for r in val.index.records[:4 * cfg.validation.num_images]}
             layouts = {i: rows[k]["layout"] for k, i in enumerate(ids) if i in wanted}

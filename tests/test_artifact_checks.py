@@ -142,3 +142,63 @@ def test_encoding_stops_as_soon_as_the_bad_image_limit_is_certain(fitted, tiny_a
 def test_artifacts_record_the_extraction_dtype(encoded):
     assert json.loads((encoded.parent / "pca" / "pca.json").read_text())["dtype"] == "float32"
     assert json.loads((encoded / "cache.json").read_text())["dtype"] == "float32"
+
+
+def test_a_damaged_pca_is_not_reused_and_the_message_says_how_to_refit(fitted, tiny_args):
+    """Same size, other bytes: only the checksum tells; fit_pca must not call it 'fitted with these settings'."""
+    tensors = fitted / "pca" / "pca.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-10] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(DamagedArtifactError) as err:
+        fit_pca.main(tiny_args)
+    assert str(err.value) == (f"the PCA in {fitted / 'pca'} is damaged (pca.safetensors has changed since it was "
+                              f"written (SHA-256 differs)); refit it: python scripts/fit_pca.py CONFIG "
+                              f"pca.overwrite=true")
+    assert fit_pca.main([*tiny_args, "pca.overwrite=true"]) == 0
+    assert fit_pca.main(tiny_args) == 0  # the refitted one verifies and is reused
+
+
+def test_training_verifies_every_cache_shard_before_reading_it(encoded, tiny_args, capsys):
+    """A shard changed in place (same size) is refused by training too, unless train.verify_cache=false."""
+    from lumen_train.commands import train_controlnet
+
+    arrow = next((encoded / "train" / "shard-00002").glob("*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[-20] ^= 0xFF
+    arrow.write_bytes(bytes(data))
+    train = [*tiny_args, "train.max_train_steps=1", "train.report_to=none", "validation.steps=0"]
+    with pytest.raises(CacheDamagedError) as err:
+        train_controlnet.main(train)
+    assert str(err.value).startswith(
+        f"the cache of split 'train' in {encoded} changed since it was written: shard-00002 (data-00000-of-00001.arrow "
+        f"has changed since it was written (SHA-256 differs)). Run 'python scripts/encode_layouts.py CONFIG' again")
+    assert train_controlnet.main([*train, "train.verify_cache=false"]) == 0
+
+
+def test_a_full_disk_while_encoding_leaves_no_partial_shard_and_a_killed_runs_are_removed(fitted, tiny_args,
+                                                                                       monkeypatch, capsys):
+    from datasets import Dataset
+
+    real = Dataset.save_to_disk
+
+    def disk_full_at_shard_1(self, path, *args, **kwargs):
+        if Path(path).name.startswith("shard-00001.tmp"):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "save_to_disk", disk_full_at_shard_1)
+    with pytest.raises(StorageError, match="the disk is full: writing cache shard shard-00001"):
+        encode_layouts.main([*tiny_args, "encode.splits=[train]"])
+    split = fitted / "cache" / "train"
+    assert not list(split.glob("shard-*.tmp*"))  # the space is given back at once
+    monkeypatch.undo()
+    (split / "shard-00002.tmp.1").mkdir()  # what a kill -9 in the middle of a write leaves
+    (split / "shard-00002.tmp.1" / "data-00000-of-00001.arrow").write_bytes(b"x" * 1000)
+    capsys.readouterr()
+    assert encode_layouts.main([*tiny_args, "encode.splits=[train]"]) == 0
+    assert ("train: removed 1 unfinished shard folder(s) an interrupted run left: shard-00002.tmp.1"
+            in capsys.readouterr().out)
+    assert not list(split.glob("shard-*.tmp*"))

@@ -183,3 +183,60 @@ def test_sampling_in_another_dtype_than_the_layouts_is_refused(trained_run):
     metadata = json.loads((Path(cfg.output_dir) / "controlnet" / "lumen.json").read_text())
     assert metadata["layout"]["dtype"] == "float32"
 
+
+
+def test_a_kill_while_pruning_leaves_no_half_checkpoint_and_the_next_run_cleans_up(train_args, monkeypatch, caplog):
+    """A checkpoint is renamed before it is deleted: a kill in the middle of the deletion (simulated: the deletion
+    removes one file, then the process dies) leaves checkpoint-2.pruned, never a checkpoint-2 with half its
+    files; the next run removes it, and a half-written checkpoint, and says so."""
+    import shutil
+
+    from lumen_train import checkpointing
+
+    out = out_of(train_args)
+    real_rmtree = shutil.rmtree
+
+    def killed_while_deleting(path, *args, **kwargs):
+        if Path(path).name in ("checkpoint-2", "checkpoint-2.pruned"):
+            (Path(path) / "controlnet" / "diffusion_pytorch_model.safetensors").unlink()
+            raise SystemExit("killed while deleting checkpoint-2")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", killed_while_deleting)
+    with pytest.raises(SystemExit), Trainer(cfg_of(train_args, "train.max_train_steps=6", "train.checkpointing_steps=2",
+                                                   "train.checkpoints_total_limit=1")) as trainer:
+        trainer.train()
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", real_rmtree)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2.pruned", "checkpoint-4"]
+    (out / "checkpoint-9.tmp").mkdir()  # a write a kill cut short
+    caplog.set_level(logging.WARNING)
+    assert train_main([*train_args, "train.max_train_steps=6", "train.checkpointing_steps=2",
+                       "train.checkpoints_total_limit=1", "train.resume_from_checkpoint=latest"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert "removed what an interrupted run left unfinished: checkpoint-2.pruned (half deleted), checkpoint-9.tmp " \
+           "(half written)" in caplog.text
+
+
+def test_pruning_also_removes_damaged_checkpoints_older_than_the_kept_ones(train_args, caplog):
+    """What an older Lumen's interrupted pruning left (a checkpoint missing files) goes at the next pruning."""
+    out = out_of(train_args)
+    assert train_main([*train_args, "train.max_train_steps=4", "train.checkpointing_steps=2"]) == 0
+    (out / "checkpoint-2" / "optimizer.bin").unlink()
+    caplog.set_level(logging.WARNING)
+    assert train_main([*train_args, "train.max_train_steps=8", "train.checkpointing_steps=2",
+                       "train.resume_from_checkpoint=latest"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
+    assert f"removing {out / 'checkpoint-2'}: damaged (optimizer.bin is missing)" in caplog.text
+
+
+def test_resuming_where_every_checkpoint_is_damaged_does_not_advise_resuming(train_args):
+    out = out_of(train_args)
+    assert train_main([*train_args, "train.max_train_steps=2", "train.checkpointing_steps=2"]) == 0
+    weights = out / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors"
+    weights.unlink()
+    with pytest.raises(OutputDirInUseError) as err:
+        Trainer(cfg_of(train_args, "train.resume_from_checkpoint=latest"))
+    message = str(err.value)
+    assert message.startswith(f"nothing to resume in output_dir={out}: every checkpoint there is damaged "
+                              f"(checkpoint-2: controlnet/diffusion_pytorch_model.safetensors is missing)"), message
+    assert "train.overwrite_output_dir=true" in message and "resume_from_checkpoint" not in message
