@@ -368,3 +368,44 @@ def test_an_image_folder_with_metadata_csv_and_two_caption_columns(coco_mini_ite
     index = read_data_split(data, "train")
     folded = [tuple(" ".join(c.split()) for c in captions[:2]) for _, captions in coco_mini_items["train"][:3]]
     assert [r.captions for r in index.records] == folded
+
+
+def cut_tar(path: Path, after_members: int, inside: bool = False) -> None:
+    """Cut a tar file at the start of member ``after_members`` (or 100 bytes into its data, ``inside``), as a copy
+    interrupted there leaves it."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        member = tar.getmembers()[after_members]
+    cut = member.offset_data + 100 if inside else member.offset
+    path.write_bytes(path.read_bytes()[:cut])
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["at-a-member-boundary", "inside-a-member"])
+def test_a_truncated_tar_shard_is_named_by_the_doctor_encoding_and_streamed_training(streamed_run, tmp_path, inside,
+                                                                                     capsys):
+    """A shard cut after its first sample (of two) used to lose the second without a word; cut inside a member,
+    it was a tarfile.ReadError traceback."""
+    from lumen.data.webdataset import TruncatedShardError
+    from lumen_train.commands import doctor, encode_layouts
+    from lumen_train.commands.train_controlnet import main as train_main
+
+    args, base = streamed_run
+    shards = shutil.copytree(base / "shards", tmp_path / "shards")
+    cut_tar(shards / "train" / "000001.tar", after_members=2, inside=inside)  # members: jpg + txt per sample
+    run = [*args, f"data.root={shards}", f"output_dir={tmp_path / 'run'}", f"layout.pca_dir={base / 'run' / 'pca'}"]
+    capsys.readouterr()
+    assert doctor.main(run) == 1
+    report = capsys.readouterr().out
+    problem = ("truncated: it does not end with the two zero blocks that end a tar file (cut after a member)"
+               if not inside else "truncated:")
+    assert f"TRUNCATED SHARDS (write or copy them again): 1\n    - {shards / 'train' / '000001.tar'}: {problem}" \
+        in report, report
+    assert "usable images:  6 of 6 (in the whole shards; 1 shard(s) not read)" in report
+    assert "split 'train'" in report and "-> FAIL" in report
+    for stage in (encode_layouts.main, train_main):
+        with pytest.raises(TruncatedShardError) as err:
+            stage([*run, "train.max_train_steps=1"])
+        assert str(err.value).startswith(f"1 of the 4 tar shard(s) of split 'train' are not whole: "
+                                         f"{shards / 'train' / '000001.tar'} is truncated: "), str(err.value)
+        assert "write or copy them again" in str(err.value)

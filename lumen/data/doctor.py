@@ -27,7 +27,7 @@ from lumen.data.coco_stuff import ImageRecord, SplitIndex
 from lumen.data.labels import LabelMapError, read_stuffthingmap, valid_label_values
 from lumen.data.paths import DataLayoutError
 from lumen.data.splits import read_data_split
-from lumen.data.webdataset import open_webdataset_split
+from lumen.data.webdataset import TruncatedShardError, open_webdataset_split
 
 _VALID_LABELS = valid_label_values()
 
@@ -42,6 +42,7 @@ class SplitReport:
     warnings: dict[str, str] = field(default_factory=dict)  # path -> note (usable, but worth a look)
     stuff_images: Optional[int] = None  # images with stuff annotations, when the stuff file is there
     stuff_annotations: Optional[int] = None
+    broken_shards: dict[str, str] = field(default_factory=dict)  # tar shard -> why it is not whole
     seconds: float = 0.0
 
     @property
@@ -132,10 +133,17 @@ def check_stream_split(stream, num_workers: int = 4, progress: bool = True) -> S
 
     start = time.perf_counter()
     records, without, bad, listed = [], [], {}, 0
+    broken = dict(stream.truncated)  # not read: their samples after the cut are missing
     bar = tqdm(desc=f"checking {stream.split}", unit="img", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for url in stream.urls:
-            samples = list(stream.iter_shard(url))  # one shard in memory at a time
+            if url in broken:
+                continue
+            try:
+                samples = list(stream.iter_shard(url))  # one shard in memory at a time
+            except TruncatedShardError as err:
+                broken[url] = f"unreadable to its end ({err})"
+                continue
             for sample, reason in zip(samples, pool.map(problem, samples)):
                 listed += 1
                 if not sample.captions:
@@ -151,7 +159,8 @@ def check_stream_split(stream, num_workers: int = 4, progress: bool = True) -> S
                        num_captions=sum(len(r.captions) for r in records), images_without_captions=without,
                        split_name=stream.split, location=stream.location, image_column=stream.image_member,
                        caption_columns=stream.caption_members)
-    return SplitReport(split=stream.split, index=index, bad_images=bad, seconds=time.perf_counter() - start)
+    return SplitReport(split=stream.split, index=index, bad_images=bad, broken_shards=broken,
+                       seconds=time.perf_counter() - start)
 
 
 def _caption_stats(index: SplitIndex) -> str:
@@ -190,8 +199,11 @@ def format_report(report: SplitReport, max_bad_fraction: float, show: int = 50) 
     if report.stuff_annotations is not None:
         lines.append(f"  stuff JSON:     {report.stuff_annotations} annotations over {report.stuff_images} images")
     usable = len(index.records) - len(report.bad_images)
-    lines.append(f"  usable images:  {usable} of {len(index.records)}")
-    for title, problems in (("UNUSABLE IMAGES", report.bad_images), ("LABEL-MAP PROBLEMS", report.label_problems),
+    lines.append(f"  usable images:  {usable} of {len(index.records)}"
+                 + (f" (in the whole shards; {len(report.broken_shards)} shard(s) not read)"
+                    if report.broken_shards else ""))
+    for title, problems in (("TRUNCATED SHARDS (write or copy them again)", report.broken_shards),
+                            ("UNUSABLE IMAGES", report.bad_images), ("LABEL-MAP PROBLEMS", report.label_problems),
                             ("warnings", report.warnings)):
         if problems:
             lines.append(f"  {title}: {len(problems)}")
@@ -199,7 +211,7 @@ def format_report(report: SplitReport, max_bad_fraction: float, show: int = 50) 
                 lines.append(f"    - {path}: {reason}")
             if len(problems) > show:
                 lines.append(f"    ... and {len(problems) - show} more")
-    verdict = "OK" if report.bad_fraction <= max_bad_fraction else "FAIL"
+    verdict = "OK" if split_passes(report, max_bad_fraction) else "FAIL"
     lines.append(f"  bad fraction:   {100 * report.bad_fraction:.2f}% (limit data.max_bad_fraction="
                  f"{max_bad_fraction}) -> {verdict}")
     per_thousand = report.seconds / max(report.images_checked, 1) * 1000
@@ -209,9 +221,10 @@ def format_report(report: SplitReport, max_bad_fraction: float, show: int = 50) 
 
 
 def split_passes(report: SplitReport, max_bad_fraction: float) -> bool:
-    """A split passes when its share of unusable images is within the limit and its label maps are sound."""
-    return report.bad_fraction <= max_bad_fraction and len(report.label_problems) <= max_bad_fraction * max(
-        report.images_checked, 1)
+    """A split passes when its share of unusable images is within the limit, its label maps are sound and every
+    tar shard is whole (a truncated one lost an unknown number of images)."""
+    return (report.bad_fraction <= max_bad_fraction and not report.broken_shards
+            and len(report.label_problems) <= max_bad_fraction * max(report.images_checked, 1))
 
 
 def seconds_per_thousand(reports: list[SplitReport]) -> float:
@@ -227,7 +240,8 @@ def run_doctor(data: DataConfig, progress: bool = True) -> tuple[bool, str]:
         workers = max(1, data.num_workers)
         try:
             if data.source == DataSource.webdataset:  # tar shards are read while they are checked
-                stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column)
+                stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column,
+                                               check_ends=False)  # listed in the report instead
                 report = check_stream_split(stream, num_workers=workers, progress=progress)
             else:
                 index = read_data_split(data, split)

@@ -16,7 +16,7 @@ import glob
 import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,6 +70,45 @@ def shard_urls(pattern: str, root: str, split: str) -> list[str]:
     return urls
 
 
+TAR_BLOCK = 512
+
+
+def tar_end_problem(url: str) -> Optional[str]:
+    """Why the tar file at ``url`` is not whole (None when it is). A tar file is a sequence of 512-byte blocks
+    that ends with two zero blocks. A shard cut while it was written or copied lacks them: cut at a member's end,
+    readers stop there without a word (the rest of its samples silently missing); cut inside a member, they fail
+    half-way. Reads only the file's size and its last 1024 bytes."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        size = fs.size(path)
+        with fs.open(path, "rb") as handle:
+            handle.seek(max(size - 2 * TAR_BLOCK, 0))
+            tail = handle.read(2 * TAR_BLOCK)
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__}: {err})"
+    if size % TAR_BLOCK:
+        return f"truncated: {size} bytes is not a whole number of 512-byte tar blocks (cut inside a member)"
+    if size < 2 * TAR_BLOCK or any(tail):
+        return "truncated: it does not end with the two zero blocks that end a tar file (cut after a member)"
+    return None
+
+
+def truncated_shards(urls: list[str]) -> dict[str, str]:
+    """``{url: problem}`` of the shards that are not whole tar files (their ends read in parallel: for remote
+    shards each is a request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(urls)))) as pool:
+        problems = dict(zip(urls, pool.map(tar_end_problem, urls)))
+    return {url: problem for url, problem in problems.items() if problem}
+
+
+class TruncatedShardError(DataLayoutError):
+    """Tar shards that are not whole: their samples after the cut would be missing without a word."""
+
+
 @dataclass(frozen=True)
 class StreamSample:
     """One sample read from a shard: its name (``<shard file>/<key>``), captions and encoded image."""
@@ -96,6 +135,7 @@ class WebDatasetSplit:
     urls: list[str]
     image_member: str
     caption_members: tuple[str, ...]
+    truncated: dict[str, str] = field(default_factory=dict)  # shards that are not whole tar files -> why
 
     @property
     def location(self) -> str:
@@ -106,9 +146,20 @@ class WebDatasetSplit:
         return _open(urls or self.urls, self.split, image_member=self.image_member)
 
     def iter_shard(self, url: str) -> Iterator[StreamSample]:
-        """The samples of one shard, in order."""
+        """The samples of one shard, in order. A shard that cannot be read to its end (cut or changed since the
+        split was opened) is a ``TruncatedShardError`` naming it."""
+        import tarfile
+
         shard = Path(url.split("://")[-1]).name
-        for example in self.stream([url]):
+        examples = iter(self.stream([url]))
+        while True:
+            try:
+                example = next(examples)
+            except StopIteration:
+                return
+            except (tarfile.TarError, OSError, EOFError) as err:
+                raise TruncatedShardError(f"tar shard {url} of split '{self.split}' cannot be read to its end "
+                                          f"({type(err).__name__}: {err}); write or copy it again") from None
             value = example.get(self.image_member)
             image = value.get("bytes") if isinstance(value, dict) else None
             captions, _ = captions_of([_lines(_member(example, m)) for m in self.caption_members])
@@ -171,11 +222,21 @@ def _open(urls: list[str], split: str, image_member: Optional[str] = None):
 
 
 def open_webdataset_split(pattern: str, root: str, split: str, image_member: Optional[str],
-                          caption_member: Any) -> WebDatasetSplit:
+                          caption_member: Any, check_ends: bool = True) -> WebDatasetSplit:
     """The split's shards and members (``data.image_column`` / ``data.caption_column`` name members; None: the
-    usual ones), checked on the first shard's features; a missing member is refused naming those there are."""
+    usual ones), checked on the first shard's features; a missing member is refused naming those there are.
+    A shard that is not a whole tar file is refused (``TruncatedShardError``) before any sample is read; without
+    ``check_ends`` (the doctor, which reports them beside the rest) they are listed in ``truncated`` instead."""
     urls = shard_urls(pattern, root, split)
-    features = _open(urls[:1], split).features or {}
+    truncated = truncated_shards(urls)
+    whole = [url for url in urls if url not in truncated]
+    if truncated and (check_ends or not whole):
+        raise TruncatedShardError(
+            f"{len(truncated)} of the {len(urls)} tar shard(s) of split '{split}' are not whole: "
+            + "; ".join(f"{url} is {problem}" for url, problem in truncated.items())
+            + ". Their samples after the cut would be missing: write or copy them again (scripts/doctor.py lists "
+              "every problem), or leave them out of data.shards")
+    features = _open(whole[:1], split).features or {}
     members = [name for name in features if not name.startswith("__")]
     nested = [f"{name}.{field}" for name in members if isinstance(features[name], dict) for field in features[name]]
     where = f"the shards of split '{split}' ({urls[0]}{' ...' if len(urls) > 1 else ''})"
@@ -199,4 +260,4 @@ def open_webdataset_split(pattern: str, root: str, split: str, image_member: Opt
         if missing:
             raise DataLayoutError(f"data.caption_column: no member {', '.join(repr(c) for c in missing)} in {where}; "
                                   f"their members: {', '.join(members + nested)}")
-    return WebDatasetSplit(split, urls, image_member, captions)
+    return WebDatasetSplit(split, urls, image_member, captions, truncated)
