@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from lumen.features.vit import BackboneError, TransformerFeatureExtractor, default_layer, num_special_tokens
-from lumen.models import load_part, resolve_model_location
+from lumen.models import check_weights, load_part, model_folder, resolve_model_location
 
 DEFAULT_MODELS = {"dinov2": "facebook/dinov2-base", "dino": "facebook/dino-vitb8",
                   "clip": "openai/clip-vit-large-patch14", "sd+dinov2": "facebook/dinov2-base"}
@@ -75,6 +75,28 @@ def resolve_transformer_spec(kind: str, model: Optional[str], revision: Optional
                            image_size=image_size or patch * (resolution // SD_GRID_STRIDE), patch_size=patch)
 
 
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def check_transformer_files(kind: str, model: Optional[str], revision: Optional[str]) -> str:
+    """Refuse, in one line and before anything loads, a transformer backbone whose folder (or cached snapshot)
+    lacks its image processor or has damaged weight files; returns the location it loads from."""
+    if kind == "sd+dinov2":
+        kind = "dinov2"
+    model = model or DEFAULT_MODELS.get(kind)
+    if model is None:
+        raise BackboneError("layout.backbone=vit needs layout.backbone_model: a transformers model id or folder")
+    location, _ = resolve_model_location(model, revision, key="layout.backbone_model", transformers_folder=True)
+    folder = model_folder(location, revision)
+    if folder is not None and not (folder / PROCESSOR_FILE).is_file():
+        raise BackboneError(f"{folder} has no {PROCESSOR_FILE}: the {kind} backbone's image processor (the "
+                            f"normalisation its weights expect) is saved beside them. Save it there with "
+                            f"AutoImageProcessor.from_pretrained(<its model id>).save_pretrained({folder}), or "
+                            f"download the whole model again")
+    check_weights(f"{kind} backbone", location, revision)
+    return location
+
+
 def load_transformer_extractor(spec: TransformerSpec, vae, device: torch.device, dtype: torch.dtype,
                                early_exit: bool = True) -> TransformerFeatureExtractor:
     """The frozen model of ``spec`` on ``device`` in ``dtype``, behind the feature-extractor interface."""
@@ -89,6 +111,7 @@ def load_transformer_extractor(spec: TransformerSpec, vae, device: torch.device,
 
     location, local_only = resolve_model_location(spec.model, spec.revision, key="layout.backbone_model",
                                                   transformers_folder=True)
+    check_transformer_files(spec.kind, spec.model, spec.revision)
     common = dict(revision=spec.revision, local_files_only=local_only)
 
     def load():

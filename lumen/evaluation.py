@@ -24,15 +24,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from lumen.data.transforms import uint8_to_pixels
+from lumen.errors import LumenError
 from lumen.metrics import feature_distance, layout_cosine, layout_kmeans_ari, mean_iou, pairwise_distance
 from lumen.models import load_part
 
 DIVERSITY_METRIC = "1 - mean per-pixel cosine of decoder features"
 
 
+class UnreadableSampleError(LumenError, ValueError):
+    """A generated image file that cannot be decoded."""
+
+
 def read_image(path: Path) -> torch.Tensor:
     """A generated image file -> ``(3, R, R)`` in [-1, 1]."""
-    return uint8_to_pixels(np.asarray(Image.open(path).convert("RGB")))
+    try:
+        return uint8_to_pixels(np.asarray(Image.open(path).convert("RGB")))
+    except (OSError, ValueError) as err:
+        raise UnreadableSampleError(f"cannot read the generated image {path} ({type(err).__name__}: {err}); make it "
+                                    f"again with sample.replay=<its samples.json>") from None
 
 
 def score_images(records: list[dict], root: Path, source_layouts: dict[int, torch.Tensor], extractor, encoder,

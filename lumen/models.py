@@ -31,6 +31,45 @@ class ModelNotFoundError(LumenError, RuntimeError):
     """The weights are neither in a local folder nor in the hub cache, and cannot be downloaded."""
 
 
+def model_folder(location: str, revision: Optional[str] = None) -> Optional[Path]:
+    """The folder holding a model's files: ``location`` itself when it is one, else its snapshot in the Hugging
+    Face cache (None when it is not cached: it would be fetched)."""
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, revision=revision, local_files_only=True))
+    except Exception:  # not cached (the hub client reports it with several error types)
+        return None
+
+
+def damaged_weight_files(folder: Path) -> list[str]:
+    """One line per safetensors file below ``folder`` that cannot be opened or whose header does not cover the
+    file (cut short by an interrupted download or copy); reads the headers only."""
+    from safetensors import safe_open
+
+    problems = []
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception as err:  # safetensors reports damage with its own error type, I/O with OSError
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            problems.append(f"{path.relative_to(folder)} ({detail})")
+    return problems
+
+
+def check_weights(what: str, location: str, revision: Optional[str] = None) -> None:
+    """Refuse, in one line, a model whose local or cached safetensors files are damaged, before anything loads."""
+    folder = model_folder(location, revision)
+    problems = damaged_weight_files(folder) if folder is not None else []
+    if problems:
+        raise ModelNotFoundError(f"the {what} in {folder} has damaged weight files: {'; '.join(problems)}. Download "
+                                 f"or save the model again")
+
+
 def load_part(what: str, location: str | Path, load):
     """Call ``load()`` (a ``from_pretrained``); missing or damaged files become a ``ModelNotFoundError`` that
     names the part and the folder instead of a loader's traceback."""

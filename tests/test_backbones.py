@@ -87,6 +87,25 @@ def test_normalisation_comes_from_the_preprocessor_config(tiny_backbones, tmp_pa
     assert not torch.allclose(changed.preprocess(images * 2 - 1), ex.preprocess(images * 2 - 1))
 
 
+def test_a_backbone_folder_without_its_image_processor_is_refused_in_one_line(tiny_backbones, tmp_path, tiny_args,
+                                                                             capsys):
+    import shutil
+
+    from lumen.errors import run_cli
+    from lumen_train.commands import fit_pca
+
+    folder = shutil.copytree(tiny_backbones["dinov2"], tmp_path / "dinov2")
+    (folder / "preprocessor_config.json").unlink()
+    code = run_cli(fit_pca.main, "fit_pca.py", [*tiny_args, "layout.backbone=dinov2",
+                                                f"layout.backbone_model={folder}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Loading weights" not in line]
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (f"fit_pca.py: error: {folder} has no preprocessor_config.json: the dinov2 backbone's image "
+                   f"processor (the normalisation its weights expect) is saved beside them. Save it there with "
+                   f"AutoImageProcessor.from_pretrained(<its model id>).save_pretrained({folder}), or download the "
+                   f"whole model again")
+
+
 def test_bad_sizes_and_layers_are_refused_by_name(tiny_backbones):
     with pytest.raises(BackboneError, match="layout.image_size=30 is not a multiple of the patch size 4"):
         extractor(tiny_backbones["dinov2"], "dinov2", image_size=30)

@@ -40,3 +40,32 @@ def test_compare_backbones_writes_its_table_json_and_picture(tiny_args, tiny_bac
         assert pck["backbone"] == name and pck["pairs"] == 2 and row["pck"] == pck["pck"]["all"]
     with Image.open(out / "comparison.png") as picture:
         assert picture.width > 3 * picture.height  # one row: the source, then layout + sample per backbone
+
+
+def test_every_backbone_is_checked_before_the_first_is_computed(tiny_args, tiny_backbones, tmp_path):
+    """A backbone without its image processor and one with a cut weight file: both named, in one line each,
+    before the SD run (which comes first) has started; transformers' hub text never shows."""
+    import shutil
+
+    import pytest
+
+    from lumen.errors import LumenError
+
+    clip = shutil.copytree(tiny_backbones["clip"], tmp_path / "clip")
+    (clip / "preprocessor_config.json").unlink()
+    dinov2 = shutil.copytree(tiny_backbones["dinov2"], tmp_path / "dinov2")
+    weights = dinov2 / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    out = tmp_path / "compare"
+    args = [*tiny_args, "compare.backbones=[sd,dinov2,clip]", f"compare.backbone_models={{dinov2: {dinov2}, "
+            f"clip: {clip}}}", "compare.train_steps=0", f"compare.out={out}"]
+    with pytest.raises(LumenError) as err:
+        compare_backbones.main(args)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "not every backbone of compare.backbones can be loaded; nothing was computed:"
+    assert lines[1].startswith(f"  dinov2: the dinov2 backbone in {dinov2} has damaged weight files: "
+                               f"model.safetensors (Error while deserializing header"), lines[1]
+    assert lines[2].startswith(f"  clip: {clip} has no preprocessor_config.json: the clip backbone's image processor"
+                               ), lines[2]
+    assert len(lines) == 3 and "huggingface.co" not in str(err.value)
+    assert not out.exists()

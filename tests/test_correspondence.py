@@ -142,6 +142,21 @@ def test_pck_of_a_benchmark_equals_the_hand_computed_value_and_bad_files_are_nam
     assert pck_benchmark(image_cfg, PositionFeatures(), tmp_path / "out")["pck"]["all"]["PCK@0.05"] == 4 / 5
 
 
+def test_a_pair_without_a_target_box_is_skipped_and_listed_when_pck_needs_the_box(tmp_path, capsys):
+    good = {"src_imname": "a.jpg", "trg_imname": "b.jpg", "src_kps": [[10, 10]], "trg_kps": [[25, 12.5]],
+            "trg_bndbox": [50, 25, 150, 75]}
+    no_box = {"src_imname": "a.jpg", "trg_imname": "b.jpg", "src_kps": [[10, 10]], "trg_kps": [[25, 12.5]]}
+    root = write_benchmark(tmp_path / "bench", [good, no_box], {"a.jpg": (100, 100), "b.jpg": (200, 100)})
+    (tmp_path / "out").mkdir()
+    result = pck_benchmark(load_config([], [f"corr.benchmark={root}"]), PositionFeatures(), tmp_path / "out")
+    assert result["pairs"] == 1 and result["skipped"] == [
+        "001.json: missing trg_bndbox (PCK is measured against the target's bounding box: corr.pck_reference=bbox)"]
+    assert "skipped 001.json: missing trg_bndbox" in capsys.readouterr().err
+    # Measured against the image, the box is not needed.
+    image = load_config([], [f"corr.benchmark={root}", "corr.pck_reference=image"])
+    assert pck_benchmark(image, PositionFeatures(), tmp_path / "out")["pairs"] == 2
+
+
 def test_a_benchmark_folder_without_annotations_says_what_it_needs(tmp_path):
     with pytest.raises(LumenError, match="PairAnnotation/<split>"):
         read_pairs(tmp_path, "test")

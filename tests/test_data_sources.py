@@ -409,3 +409,40 @@ def test_a_truncated_tar_shard_is_named_by_the_doctor_encoding_and_streamed_trai
         assert str(err.value).startswith(f"1 of the 4 tar shard(s) of split 'train' are not whole: "
                                          f"{shards / 'train' / '000001.tar'} is truncated: "), str(err.value)
         assert "write or copy them again" in str(err.value)
+
+
+def test_convert_data_skips_files_that_are_not_images_and_names_a_coco_folder_without_captions(tmp_path, capsys):
+    """A text file named b.jpg used to go into the shard as an image; a COCO folder without captions was told to
+    set data.root, an option this command does not have."""
+    import tarfile
+
+    from lumen_train.commands import convert_data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(photos / "a.jpg")
+    (photos / "a.txt").write_text("a red picture\n")
+    (photos / "b.jpg").write_text("this is not a picture")
+    (photos / "b.txt").write_text("a caption\n")
+    assert convert_data.main(["--images", str(photos), "--to", "webdataset", "--out", str(tmp_path / "shards")]) == 0
+    assert f"skipped {photos / 'b.jpg'}: not a readable image (UnidentifiedImageError" in capsys.readouterr().err
+    with tarfile.open(tmp_path / "shards" / "train" / "000000.tar") as tar:
+        assert tar.getnames() == ["a.jpg", "a.txt"]
+    (tmp_path / "coco" / "train2017").mkdir(parents=True)
+    with pytest.raises(LumenError) as err:
+        convert_data.main(["--coco", str(tmp_path / "coco"), "--to", "imagefolder", "--out", str(tmp_path / "c")])
+    assert str(err.value).startswith(f"--coco {tmp_path / 'coco'}: missing "
+                                     f"{tmp_path / 'coco' / 'annotations' / 'captions_train2017.json'}. --coco takes")
+    assert "data.root" not in str(err.value)
+
+
+def test_a_metadata_file_with_a_syntax_error_is_named_with_its_line(tmp_path):
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    Image.new("RGB", (8, 8)).save(folder / "b.png")
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "one"}\n{"file_name": "b.png", "text": }\n')
+    with pytest.raises(DataLayoutError) as err:
+        read_data_split(data_of("imagefolder", tmp_path / "images"), "train")
+    assert str(err.value).startswith(f"{folder / 'metadata.jsonl'}, line 2: not valid JSON (Expecting value at "
+                                     f"column 32)"), str(err.value)

@@ -99,7 +99,7 @@ def test_a_controlnet_trained_with_another_pca_is_refused(trained_run, tmp_path)
         run_sample(trained_run, tmp_path, f"layout.pca_dir={other}")
 
 
-def test_image_files_and_checkpoints_as_input(trained_run, tmp_path, synthetic_root):
+def test_image_files_and_checkpoints_as_input(trained_run, tmp_path, synthetic_root, capsys):
     run = Path(trained_run[1].split("=", 1)[1])
     files = sorted((synthetic_root / "val2017").glob("*.jpg"))[:1]
     _, meta = run_sample(trained_run, tmp_path, f"sample.images=[{files[0]}]",
@@ -107,6 +107,9 @@ def test_image_files_and_checkpoints_as_input(trained_run, tmp_path, synthetic_r
     assert meta["sources"][0]["kind"] == "file" and meta["sources"][0]["caption"] == ""
     assert meta["settings"]["controlnet"].endswith("checkpoint-3/controlnet")
     assert len(meta["images"]) == 1
+    # A file has no caption: with no prompt either, it is sampled from the layout alone, and that is said.
+    assert (f"note: 1 source(s) have no caption ({files[0].stem}): their images are sampled with the empty prompt, "
+            f"from the layout alone; give prompts with sample.prompts=[...]") in capsys.readouterr().err
 
 
 def test_cached_layouts_as_sources(trained_run, tmp_path):

@@ -91,6 +91,25 @@ def test_evaluate_writes_metrics_per_number_of_components(trained_run, tmp_path,
     assert json.loads((out / "metrics.json").read_text())["rows"] == result["rows"]
 
 
+def test_evaluate_names_deleted_and_damaged_images_and_how_to_make_them_again(trained_run, tmp_path):
+    from lumen.evaluation import UnreadableSampleError
+
+    samples = tmp_path / "samples"
+    sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=2", "sample.num_inference_steps=2"])
+    files = sorted(p.relative_to(samples).as_posix() for p in samples.glob("*/p*.png"))
+    (samples / files[0]).unlink()
+    cfg = config_of(trained_run, f"evaluate.samples={samples / 'samples.json'}", f"evaluate.out={tmp_path / 'e'}")
+    with pytest.raises(evaluate.EvaluationInputError) as err:
+        evaluate.evaluate(cfg)
+    listing = samples / "samples.json"
+    assert str(err.value) == (f"1 of the {len(files)} images {listing} lists are missing from {samples} "
+                              f"({files[0]}). Make them again with 'python scripts/sample.py CONFIG "
+                              f"sample.replay={listing}' (bit for bit), or evaluate another sample set")
+    (samples / files[0]).write_bytes(b"not a png")
+    with pytest.raises(UnreadableSampleError, match=f"cannot read the generated image {samples / files[0]}"):
+        evaluate.evaluate(cfg)
+
+
 def test_evaluate_with_a_segmentation_model_given_by_path(trained_run, tmp_path):
     """A segmenter that predicts one class c everywhere: the mIoU is IoU(c) over the classes of the map and c."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor

@@ -40,9 +40,11 @@ class KeypointPair:
     target_bbox: Optional[list[float]]
 
 
-def read_pairs(root: str | Path, split: str, limit: Optional[int] = None) -> tuple[list[KeypointPair], list[str]]:
+def read_pairs(root: str | Path, split: str, limit: Optional[int] = None,
+               needs_target_box: bool = False) -> tuple[list[KeypointPair], list[str]]:
     """The usable pairs of ``split`` (sorted by file name) and one line per annotation file that is not
-    usable (unreadable JSON, a missing field, keypoint lists of different lengths, a missing image)."""
+    usable (unreadable JSON, a missing field, keypoint lists of different lengths, a missing image, and with
+    ``needs_target_box`` (PCK relative to the target's bounding box) no target bounding box)."""
     root = Path(root)
     folder = root / "PairAnnotation" / split
     if not folder.is_dir():
@@ -54,6 +56,9 @@ def read_pairs(root: str | Path, split: str, limit: Optional[int] = None) -> tup
             break
         try:
             pair = _read_pair(root, path)
+            if needs_target_box and pair.target_bbox is None:
+                raise ValueError("missing trg_bndbox (PCK is measured against the target's bounding box: "
+                                 "corr.pck_reference=bbox)")
         except (ValueError, KeyError, TypeError, OSError) as err:
             problems.append(f"{path.name}: {err}")
             continue

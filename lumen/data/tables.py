@@ -13,6 +13,7 @@ cannot be decoded is found, named and skipped where it is read, as for COCO.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,6 +148,24 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def check_json_lines(path: Path) -> None:
+    """Refuse a JSON-lines file with a line that is not a JSON object, naming the file and the line (the loader
+    would report a parser's error without either)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataLayoutError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                                      f"each line holds one image's row, e.g. "
+                                      f'{{"file_name": "a.jpg", "text": "a caption"}}') from None
+            if not isinstance(row, dict):
+                raise DataLayoutError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object with "
+                                      f"file_name and a caption column")
+
+
 def read_imagefolder_split(root: str | Path, split: str, image_column: Optional[str], caption_column: Any,
                            limit: Optional[int] = None) -> SplitIndex:
     """A split of an image folder, read by ``datasets``' imagefolder loader."""
@@ -159,6 +178,8 @@ def read_imagefolder_split(root: str | Path, split: str, image_column: Optional[
     if not any(folder.rglob("metadata.jsonl")) and not any(folder.rglob("metadata.csv")):
         raise DataLayoutError(f"{folder} has no metadata.jsonl or metadata.csv: the captions go there, one row per "
                               f"image (file_name and a caption column; see data/README.md)")
+    for metadata in sorted(folder.rglob("metadata.jsonl")):
+        check_json_lines(metadata)
     try:
         tables = datasets.load_dataset("imagefolder", data_dir=str(folder))
     except Exception as err:  # metadata parse errors come as pyarrow, datasets and value errors

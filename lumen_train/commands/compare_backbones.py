@@ -24,12 +24,14 @@ import torch
 from PIL import Image
 
 from lumen.artifacts import ensure_writable
+from lumen.backbones import check_transformer_files
 from lumen.benchmarking import timed
 from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
 from lumen.config import Backbone, CorrFeatures, LumenConfig, config_from_argv, save_config
-from lumen.errors import run_cli
+from lumen.errors import LumenError, run_cli
 from lumen.grids import save_backbone_comparison
 from lumen.layout import LayoutEncoder
+from lumen.models import check_weights, resolve_model_location
 from lumen.pca import load_pca
 from lumen.plotting import to_uint8_image
 from lumen_train.commands.correspond import correspond
@@ -72,8 +74,30 @@ def layouts_and_rate(cfg: LumenConfig, images: torch.Tensor) -> tuple[torch.Tens
     return layouts, len(images) / seconds
 
 
+def check_every_backbone(cfg: LumenConfig) -> None:
+    """Every compared backbone is found, with whole weight files and (transformers) its image processor, before
+    the first one is computed: a missing one would otherwise stop the comparison hours in."""
+    problems = []
+    try:  # SD: every backbone's cache holds its VAE latents, and it judges them all
+        location, _ = resolve_model_location(cfg.model.pretrained, cfg.model.revision)
+        check_weights("Stable Diffusion model", location, cfg.model.revision)
+    except LumenError as err:
+        problems.append(f"sd (model.pretrained): {err}")
+    for backbone in cfg.compare.backbones:
+        if backbone == "sd":
+            continue
+        try:
+            check_transformer_files(backbone, cfg.compare.backbone_models.get(backbone), cfg.layout.backbone_revision)
+        except LumenError as err:
+            problems.append(f"{backbone}: {err}")
+    if problems:
+        raise LumenError("not every backbone of compare.backbones can be loaded; nothing was computed:\n  "
+                         + "\n  ".join(problems))
+
+
 def compare(cfg: LumenConfig) -> dict:
     c = cfg.compare
+    check_every_backbone(cfg)
     out = ensure_writable(c.out, "the comparison")
     save_config(cfg, out)
     sd_first = sorted(c.backbones, key=lambda b: b != "sd")

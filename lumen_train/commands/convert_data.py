@@ -13,9 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from lumen.config import DataConfig
+from lumen.data.coco_stuff import load_image
 from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
-from lumen.data.paths import resolve_split_paths
+from lumen.data.paths import DataLayoutError, resolve_split_paths
 from lumen.errors import LumenError, run_cli
 
 PROG = "convert_data.py"
@@ -33,6 +36,36 @@ def captioned_folder(folder: Path) -> tuple[list[tuple[Path, list[str]]], list[P
         captions = [c for c in captions if c]
         (items if captions else without).append((image, captions) if captions else image)
     return items, without
+
+
+def coco_splits(root: Path, limit) -> dict[str, list[tuple[Path, list[str]]]]:
+    """``--coco ROOT``: the train and val splits of a COCO 2017 folder, refused in terms of this command's
+    options when its image folders or caption files are missing."""
+    splits = {}
+    for split in ("train", "val"):
+        try:
+            paths = resolve_split_paths(DataConfig(root=str(root)), split)
+        except DataLayoutError:
+            expected = [root / f"{split}2017", root / "annotations" / f"captions_{split}2017.json"]
+            missing = ", ".join(str(p) for p in expected if not p.exists())
+            raise LumenError(f"--coco {root}: missing {missing}. --coco takes a COCO 2017 folder holding "
+                             f"train2017/, val2017/ and annotations/captions_{{train,val}}2017.json (data/README.md); "
+                             f"for images with caption files beside them, use --images") from None
+        splits[split] = coco_captioned_images(paths.images_dir, paths.captions_file, limit)
+    return splits
+
+
+def readable(items: list[tuple[Path, list[str]]]) -> list[tuple[Path, list[str]]]:
+    """The items whose image decodes in full (as the doctor checks them); the others are named on stderr."""
+    kept = []
+    for path, captions in items:
+        try:
+            load_image(path)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            print(f"skipped {path}: not a readable image ({type(err).__name__}: {err})", file=sys.stderr)
+            continue
+        kept.append((path, captions))
+    return kept
 
 
 def main(argv=None) -> int:
@@ -65,10 +98,10 @@ def main(argv=None) -> int:
         if args.val:
             splits["val"] = items[cut:][:args.limit]
     else:
-        splits = {}
-        for split in ("train", "val"):
-            paths = resolve_split_paths(DataConfig(root=str(args.coco)), split)
-            splits[split] = coco_captioned_images(paths.images_dir, paths.captions_file, args.limit)
+        splits = coco_splits(args.coco, args.limit)
+    splits = {split: readable(items) for split, items in splits.items()}
+    if not splits["train"]:
+        raise LumenError("no readable, captioned image for the train split: nothing was written")
     WRITERS[args.to](args.out, splits)
     print(f"{args.to} written to {args.out}: " + ", ".join(f"{s} {len(i)} images" for s, i in splits.items()))
     return 0

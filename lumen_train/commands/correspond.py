@@ -149,7 +149,7 @@ class FeatureCache:
 
 def pck_benchmark(cfg: LumenConfig, dense: DenseFeatures, out: Path) -> dict:
     c = cfg.corr
-    pairs, problems = read_pairs(c.benchmark, c.split, c.limit)
+    pairs, problems = read_pairs(c.benchmark, c.split, c.limit, needs_target_box=c.pck_reference.value == "bbox")
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
     cache = FeatureCache(dense)

@@ -47,6 +47,12 @@ def evaluate(cfg: LumenConfig) -> dict:
     e = cfg.evaluate
     path = Path(e.samples)
     metadata = read_sample_set(path)
+    missing = [r["file"] for r in metadata["images"] if not (path.parent / r["file"]).is_file()]
+    if missing:
+        raise EvaluationInputError(
+            f"{len(missing)} of the {len(metadata['images'])} images {path} lists are missing from {path.parent} "
+            f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}). Make them again with "
+            f"'python scripts/sample.py CONFIG sample.replay={path}' (bit for bit), or evaluate another sample set")
     judge_dir = judge_pca_dir(cfg, metadata, path)
     pca = load_pca(judge_dir)
     own = metadata["settings"]["lumen"]["pca_fingerprint"] == pca.fingerprint()

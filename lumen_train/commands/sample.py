@@ -39,6 +39,13 @@ def sample(cfg: LumenConfig) -> Path:
                            s.split or cfg.data.val_split, open_split, resolution)
     layouts = compute_layouts(sources, sampler.extractor, sampler.encoder, Path(cfg.output_dir) / "cache")
     jobs = make_jobs(s, sources, resolution, sampler.pca.n_components)
+    uncaptioned = [source.name for source in sources if not source.caption]
+    if uncaptioned:  # image files have no caption: their first column follows the layout alone
+        every = not s.prompts or bool(s.sweep_components)
+        print(f"note: {len(uncaptioned)} source(s) have no caption ({', '.join(uncaptioned[:5])}"
+              f"{' ...' if len(uncaptioned) > 5 else ''}): their "
+              f"{'images are' if every else 'caption column is'} sampled with the empty prompt, from the layout "
+              f"alone" + ("; give prompts with sample.prompts=[...]" if every else ""), file=sys.stderr)
     with tqdm(total=len(jobs), desc="sampling", unit="img") as bar:
         images = run_jobs(sampler.pipe(s.scheduler.value), layouts, jobs, s.batch_size, progress=bar,
                           batch_invariant=sampler.batch_invariant)
