@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 from typing import Optional
 
@@ -13,6 +14,12 @@ import torch
 # destroy_process_group. Those threads then die with the interpreter and can abort a finished run.
 import torch.distributed.nn.functional
 from accelerate import Accelerator
+
+# DeepSpeed, when installed, does the same (measured: the gloo threads outlive destroy_process_group when it is
+# first imported while a group exists), and accelerate imports it lazily, after the group exists (unwrap_model
+# does). Imported here, before any group, it keeps none alive.
+if importlib.util.find_spec("deepspeed") is not None:
+    import deepspeed  # noqa: F401
 from accelerate.utils import broadcast_object_list
 
 from lumen.errors import LumenError

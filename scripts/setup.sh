@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Make or reuse the project's virtual environment (.venv) and install Lumen into it.
 #
-# Torch is installed first, on its own, because the build matters:
+# Reproducible by default: every package is installed at the version in scripts/constraints.txt, the versions the
+# whole test suite (default and slow sets) last passed with, so a release elsewhere cannot break a fresh clone.
+# LUMEN_LATEST=1 installs the newest versions instead (scripts/update_constraints.sh tests them and records them).
+#
+# Torch is installed first, on its own, because the build matters (it is pinned by LUMEN_TORCH_VERSION, not by
+# the constraints):
 #   - with an NVIDIA GPU (nvidia-smi works): the normal build from the package index;
 #   - without one: a CPU build. We never let pip pull a multi-GB CUDA build onto a CPU-only machine:
 #     the candidate from the configured indexes is checked with a dry run (a CUDA build of torch pulls
 #     nvidia-* packages), and when it is a CUDA build the PyTorch CPU index is used instead.
-# Environment knobs: LUMEN_TORCH_VERSION (default 2.13.0), LUMEN_VENV (default .venv), PYTHON.
+# Environment knobs: LUMEN_TORCH_VERSION (default 2.13.0), LUMEN_VENV (default .venv), PYTHON,
+#   LUMEN_EXTRAS (default dev; e.g. dev,deepspeed: the optional dependencies of pyproject.toml),
+#   LUMEN_LATEST=1 (the newest versions instead of scripts/constraints.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${LUMEN_VENV:-.venv}"
 torch_version="${LUMEN_TORCH_VERSION:-2.13.0}"
+extras="${LUMEN_EXTRAS:-dev}"
+constraints="scripts/constraints.txt"
 cpu_index="https://download.pytorch.org/whl/cpu"
 python="${PYTHON:-python3}"
 
@@ -70,11 +79,26 @@ else
   fi
 fi
 
-# Reinstall the project only when pyproject.toml changed since the last install.
-stamp="$venv/.lumen-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  pip_install "lumen (editable) with the dev extra" -e ".[dev]"
-  touch "$stamp"
+# Install the project when what decides the installation changed since the last one: pyproject.toml, the
+# constraints, the extras or LUMEN_LATEST.
+if [ "${LUMEN_LATEST:-0}" = "1" ]; then
+  pins=()
+  what="lumen (editable) with [$extras], the newest versions (LUMEN_LATEST=1)"
 else
-  echo "[setup] lumen already installed in $venv"
+  pins=(-c "$constraints")
+  what="lumen (editable) with [$extras], the versions of $constraints"
+fi
+stamp="$venv/.lumen-installed"
+wanted="$(cat pyproject.toml "$constraints" | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())') extras=$extras latest=${LUMEN_LATEST:-0}"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  pip_install "$what" -e ".[$extras]" ${pins[@]+"${pins[@]}"} || {
+    if [ "${LUMEN_LATEST:-0}" != "1" ]; then
+      echo "[setup] The pinned versions of $constraints were recorded with Python 3.11 on Linux x86-64; where one" >&2
+      echo "        has no build for this Python or platform, LUMEN_LATEST=1 installs the newest versions." >&2
+    fi
+    exit 1
+  }
+  echo "$wanted" > "$stamp"
+else
+  echo "[setup] lumen already installed in $venv ($what)"
 fi

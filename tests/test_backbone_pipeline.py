@@ -130,7 +130,8 @@ def test_every_backbone_fits_and_encodes_the_real_photos(backbone, shared_data, 
             f"layout.backbone_model={tiny_backbones[BACKBONES[backbone]]}"]
     assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
     pca = json.loads((tmp_path / "pca" / "pca.json").read_text())
-    assert pca["backbone"] == backbone and pca["num_samples"] == 2000 and pca["skipped_images"] == 0
+    wanted = load_config([args[0]], args[1:]).pca.num_samples  # configs/tiny.yaml's
+    assert pca["backbone"] == backbone and pca["num_samples"] == wanted and pca["skipped_images"] == 0
     index = json.loads((tmp_path / "cache" / "train" / "index.json").read_text())
     assert index["rows"] == 80
 

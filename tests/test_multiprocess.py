@@ -68,5 +68,7 @@ def test_two_processes_stop_encoding_together_when_too_many_images_are_unusable(
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.count("stopped as soon as this was certain") == 2  # both processes, the same message
+    # Both processes stop with the same message; the launcher prints a message every process met once (two
+    # different ones would both show).
+    assert result.stderr.count("stopped as soon as this was certain") == 1, result.stderr[-3000:]
     assert not (tmp_path / "run" / "cache" / "train" / "index.json").exists()

@@ -1,4 +1,4 @@
-"""Train a ControlNet on neural layouts: accelerate launch train/train_controlnet.py CONFIG.yaml [...] [key=value ...]
+"""Train a ControlNet on neural layouts: python train/train_controlnet.py CONFIG.yaml [...] [key=value ...]
 
 The command lives in ``lumen_train.commands.train_controlnet`` (also installed as ``lumen-train``).
 """

@@ -2,7 +2,7 @@
 
 For every image of each split in encode.splits: the neural layout (all PCA components, float16, at the
 feature grid), the VAE posterior mean and std, the image id and its captions, written to output_dir/cache/
-in shards of encode.shard_size images. Under `accelerate launch` the shards are spread over the processes.
+in shards of encode.shard_size images. Under train/launch.py the shards are spread over the processes.
 A killed run is resumed by running the same command: finished shards whose files still match their
 recorded checksums are kept, damaged ones are named and encoded again. A cache made under other settings or
 another PCA is refused. A split is refused as soon as more of its images are unusable than

@@ -4,7 +4,7 @@ Draws pca.num_samples feature vectors uniformly over (image, pixel) positions of
 pca.n_components components and writes layout.pca_dir/ (pca.safetensors, pca.json, explained_variance.png,
 config.yaml, and samples.safetensors with pca.save_samples=true), as a whole: a PCA appears only complete.
 A PCA already there is reused when it was fitted with the same settings, and replaced only with
-pca.overwrite=true. Under `accelerate launch` each process extracts a
+pca.overwrite=true. Under train/launch.py each process extracts a
 disjoint share of the images and the main process gathers them: the samples do not depend on the number
 of processes.
 """

@@ -5,7 +5,7 @@ from its neural layout, with its first caption or the prompts of synthesize.prom
 data set under synthesize.out_root in the layout the source has (data.source: COCO's official layout, with label
 maps where the source had them; an image folder, a save_to_disk dataset or tar shards, the prompts as captions;
 see lumen.synthesis for the files). Work is
-cut into shards of synthesize.shard_size sources, spread over the processes under `accelerate launch`, and a
+cut into shards of synthesize.shard_size sources, spread over the processes under train/launch.py, and a
 killed run resumes (finished shards are kept). The result passes scripts/doctor.py.
 """
 

@@ -1,6 +1,7 @@
-"""Train a ControlNet on neural layouts: accelerate launch train/train_controlnet.py CONFIG.yaml [...] [key=value ...]
+"""Train a ControlNet on neural layouts: python train/train_controlnet.py CONFIG.yaml [...] [key=value ...]
 
-Runs on one process without `accelerate launch` too. Needs the PCA (scripts/fit_pca.py) and, with
+On many processes: python train/launch.py [accelerate launch options] train/train_controlnet.py ...
+Needs the PCA (scripts/fit_pca.py) and, with
 train.use_cache=true (the default), the layout cache (scripts/encode_layouts.py). Writes checkpoints
 (output_dir/checkpoint-<step>/), validation grids (output_dir/validation/), logs (output_dir/logs/) and the
 final ControlNet in diffusers format with its lumen.json (output_dir/controlnet/). Exit codes: 0 finished,
