@@ -462,3 +462,7 @@ def test_a_metadata_file_with_a_syntax_error_is_named_with_its_line(tmp_path):
         read_data_split(data_of("imagefolder", tmp_path / "images"), "train")
     assert str(err.value).startswith(f"{folder / 'metadata.jsonl'}, line 2: not valid JSON (Expecting value at "
                                      f"column 32)"), str(err.value)
+    # A line cut in the middle of a string: json's message ends with "at" itself.
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "one"}\n{"file_name": "b.png", "te\n')
+    with pytest.raises(DataLayoutError, match="line 2: not valid JSON \\(Invalid control character at column 27\\)"):
+        read_data_split(data_of("imagefolder", tmp_path / "images"), "train")

@@ -158,7 +158,8 @@ def check_json_lines(path: Path) -> None:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataLayoutError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                what = err.msg.removesuffix(" at")  # some of json's messages end with "at"
+                raise DataLayoutError(f"{path}, line {number}: not valid JSON ({what} at column {err.colno}); "
                                       f"each line holds one image's row, e.g. "
                                       f'{{"file_name": "a.jpg", "text": "a caption"}}') from None
             if not isinstance(row, dict):
