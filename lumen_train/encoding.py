@@ -73,17 +73,17 @@ def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path,
             return True  # another process stopped already
         return unusable_in_shard > 0 and len(skipped_so_far(split_dir)) + unusable_in_shard > limit
 
-    bar = tqdm(total=sum(len(ranges[s]) for s in todo), desc=f"encode {split}", unit="img",
-               disable=not accelerator.is_main_process)
-    for shard in todo:
-        rows, skipped = encode_shard(extractor, encoder, dataset, ranges[shard], batch_size, num_workers,
-                                     warn_once.record, should_stop, progress=bar)
-        if rows is None:
-            (split_dir / f"{STOP_PREFIX}{accelerator.process_index}.json").write_text(
-                json.dumps({"skipped": [list(p) for p in skipped]}))
-            break
-        write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}")
-    bar.close()
+    # The bar is closed on an error too, so that the message starts a line of its own.
+    with tqdm(total=sum(len(ranges[s]) for s in todo), desc=f"encode {split}", unit="img",
+              disable=not accelerator.is_main_process) as bar:
+        for shard in todo:
+            rows, skipped = encode_shard(extractor, encoder, dataset, ranges[shard], batch_size, num_workers,
+                                         warn_once.record, should_stop, progress=bar)
+            if rows is None:
+                (split_dir / f"{STOP_PREFIX}{accelerator.process_index}.json").write_text(
+                    json.dumps({"skipped": [list(p) for p in skipped]}))
+                break
+            write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}")
     accelerator.wait_for_everyone()
 
     # 3. Every process checks the unusable share from what is on disk, so all stop together.
@@ -111,13 +111,12 @@ def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extra
     if accelerator.is_main_process:
         print(f"{split}: {len(urls)} tar shards ({done} already done)")
     warn_once = ProblemLog(split, max_bad_fraction)
-    bar = tqdm(desc=f"encode {split}", unit="img", disable=not accelerator.is_main_process)
-    for shard in todo:
-        rows, skipped = encode_samples(extractor, encoder, stream.iter_shard(urls[shard]), resolution, batch_size,
-                                       warn_once.record, lambda unusable: False, progress=bar)
-        write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}",
-                    extra={"read_from": urls[shard], "process": accelerator.process_index})
-    bar.close()
+    with tqdm(desc=f"encode {split}", unit="img", disable=not accelerator.is_main_process) as bar:
+        for shard in todo:
+            rows, skipped = encode_samples(extractor, encoder, stream.iter_shard(urls[shard]), resolution,
+                                           batch_size, warn_once.record, lambda unusable: False, progress=bar)
+            write_shard(split_dir, shard, rows, skipped, tmp_suffix=f".{accelerator.process_index}",
+                        extra={"read_from": urls[shard], "process": accelerator.process_index})
     accelerator.wait_for_everyone()
     problems = ProblemLog(split, max_bad_fraction)
     problems.problems.update(dict(map(tuple, skipped_so_far(split_dir))))
