@@ -12,19 +12,20 @@ from typing import Optional
 
 import torch
 
-from lumen.backbones import TransformerSpec, load_transformer_extractor, resolve_transformer_spec
+from lumen.backbones.base import FeatureExtractor
+from lumen.backbones.loading import TransformerSpec, load_transformer_extractor, resolve_transformer_spec
+from lumen.backbones.sd import SDFeatureExtractor
+from lumen.backbones.sd_dinov2 import FusedFeatureExtractor
 from lumen.config import Backbone, DType, Facet, LumenConfig
-from lumen.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
-from lumen.cpu_threads import apply_cpu_threads
-from lumen.data.coco_stuff import CocoStuffDataset
-from lumen.data.splits import read_data_split
-from lumen.features.base import FeatureExtractor
-from lumen.features.fusion import FusedFeatureExtractor
-from lumen.features.sd import SDFeatureExtractor
-from lumen.layout import LayoutEncoder, LayoutSettings
-from lumen.models import TORCH_DTYPES, SDComponents, dtype_name, load_part, load_sd_components
-from lumen.pca import load_pca
-from lumen.sampling import build_controlnet_pipeline
+from lumen.cpu.threads import apply_cpu_threads
+from lumen.data.dataset import SplitDataset
+from lumen.data.sources.reading import read_data_split
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import LayoutSettings
+from lumen.pretrained import TORCH_DTYPES, SDComponents, dtype_name, load_part, load_sd_components
+from lumen.sampling.pipeline import build_controlnet_pipeline
+from lumen.training.controlnet import check_controlnet_matches, controlnet_folder, read_lumen_json
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = Tr
 
 
 def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none",
-                  head: Optional[int] = None, image_ids: Optional[list[int]] = None) -> CocoStuffDataset:
+                  head: Optional[int] = None, image_ids: Optional[list[int]] = None) -> SplitDataset:
     """The data set of a split at the config's resolution (training draws or evaluation captions). A streaming
     source (webdataset) gives the images ``image_ids``, or its first ``head`` images (``read_data_split``)."""
     index = read_data_split(cfg.data, split, load_stuff=labels == "stuff_json", head=head, image_ids=image_ids)
-    return CocoStuffDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
+    return SplitDataset(index, cfg.data.resolution, train=train, seed=cfg.seed,
                             empty_prompt_probability=cfg.train.empty_prompt_probability, labels=labels)
 
 

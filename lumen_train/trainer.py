@@ -24,22 +24,23 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectCo
 from tqdm import tqdm
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
-from lumen.cache import INDEX_FILE, load_cache
 from lumen.config import DataSource, LumenConfig, save_config, to_yaml
-from lumen.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
-from lumen.cpu_memory import keep_freed_cpu_memory
-from lumen.cpu_threads import apply_cpu_threads
-from lumen.data.cached import CachedLayoutDataset, collate_cached
-from lumen.data.coco_stuff import collate_skipping_bad
+from lumen.cpu.memory import keep_freed_cpu_memory
+from lumen.cpu.threads import apply_cpu_threads
+from lumen.data.dataset import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
+from lumen.data.sources.webdataset import open_webdataset_split
 from lumen.data.streaming import StreamingTrainDataset
-from lumen.data.webdataset import open_webdataset_split
 from lumen.errors import LumenError, MissingDependencyError, writing
-from lumen.layout import LayoutEncoder, SettingsMismatchError, check_pca_matches
-from lumen.models import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
-from lumen.pca import load_pca
-from lumen.sources import file_source
-from lumen.training import ControlNetTask, build_optimizer
+from lumen.layout.cache import INDEX_FILE, load_cache
+from lumen.layout.cached_dataset import CachedLayoutDataset, collate_cached
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import SettingsMismatchError, check_pca_matches
+from lumen.pretrained import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, load_part, load_sd_components
+from lumen.sampling.source_images import file_source
+from lumen.training.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
+from lumen.training.task import ControlNetTask, build_optimizer
 from lumen_train.checkpointing import (
     checkpoint_folders,
     checkpoint_problems,
@@ -51,7 +52,7 @@ from lumen_train.checkpointing import (
     save_checkpoint,
 )
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.encoding import verify_cache_split
+from lumen_train.layout_cache import verify_cache_split
 from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_fidelity
 
 logger = logging.getLogger(__name__)

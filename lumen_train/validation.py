@@ -18,10 +18,10 @@ from accelerate.utils import gather_object
 from PIL import Image
 
 from lumen.data.transforms import uint8_to_pixels
-from lumen.grids import GridRow, save_sample_grid
-from lumen.layout import resize_layout
+from lumen.layout.encoder import resize_layout
 from lumen.plotting import to_uint8_image
-from lumen.sampling import build_controlnet_pipeline
+from lumen.sampling.grids import GridRow, save_sample_grid
+from lumen.sampling.pipeline import build_controlnet_pipeline
 
 
 @dataclass
@@ -56,8 +56,8 @@ def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
 
 
 def files_validation_set(sources, extractor, encoder) -> ValidationSet:
-    """A validation set of image files (``lumen.sources.Source`` s) with their layouts computed here."""
-    from lumen.data.tables import stable_id
+    """A validation set of image files (``lumen.sampling.source_images.SourceImage`` s) with their layouts computed here."""
+    from lumen.data.split_index import stable_id
 
     images = torch.stack([s.pixel_values for s in sources])
     layouts = encoder(extractor.features(images)).cpu()
@@ -132,7 +132,7 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
 
 def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -> float:
     """Mean per-pixel cosine between each sample's layout and its validation image's layout."""
-    from lumen.metrics import layout_cosine
+    from lumen.evaluation.metrics import layout_cosine
 
     scores = []
     for (i, _), image in samples.items():

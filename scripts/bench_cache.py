@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from benchmarking import alternate
 
 from lumen.artifacts import shard_ranges
-from lumen.benchmarking import alternate
-from lumen.cache import ShardRows, changed_shards, finish_split, load_cache, write_shard
+from lumen.layout.cache import ShardRows, changed_shards, finish_split, load_cache, write_shard
 
 
 def write_cache(folder: Path, images: int, components: int, grid: int, latent: int, shard_size: int) -> int:

@@ -17,13 +17,13 @@ import subprocess
 import sys
 
 import torch
+from benchmarking import timed
 
-from lumen.benchmarking import timed
-from lumen.correspondence import cell_centres, match_points
+from lumen.correspondence.matching import cell_centres, match_points
 
 MEASURE = """
 import json, resource, sys, torch
-from lumen.correspondence import cell_centres, match_points
+from lumen.correspondence.matching import cell_centres, match_points
 grid, channels, chunk = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 g = torch.Generator().manual_seed(0)
 a, b = torch.randn(channels, grid, grid, generator=g), torch.randn(channels, grid, grid, generator=g)

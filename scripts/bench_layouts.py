@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmarking import timed
 
-from lumen.benchmarking import timed
-from lumen.features.sd import SDFeatureExtractor
-from lumen.models import TORCH_DTYPES
-from lumen.tiny_sd import build_sd15_architecture
+from lumen.backbones.sd import SDFeatureExtractor
+from lumen.pretrained import TORCH_DTYPES
+from lumen.testing.tiny_sd import build_sd15_architecture
 
 
 def sd15_random(device: str, dtype: torch.dtype, tokenizer_dir: Path):
@@ -93,8 +93,8 @@ def vit_extractors(name: str, args, dtype: torch.dtype):
     """(early-exit extractor, full-pass extractor, depth) of the real architecture ``name`` with random weights."""
     import transformers
 
-    from lumen.features.vit import TransformerFeatureExtractor
-    from lumen.tiny_backbones import CLIP_NORM, IMAGENET
+    from lumen.backbones.transformer import TransformerFeatureExtractor
+    from lumen.testing.tiny_backbones import CLIP_NORM, IMAGENET
 
     model_cls, config_cls, size, norm, layer, facet = VIT_ARCHITECTURES[name]
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def bench_backbones(args, names: list[str], sd_rate: float) -> None:
 
 
 def bench_pca(args) -> None:
-    from lumen.pca import fit_pca
+    from lumen.layout.pca import fit_pca
 
     rng = np.random.default_rng(0)
     # Features with a decaying spectrum, like decoder features: 60 strong directions plus isotropic noise.
@@ -152,17 +152,17 @@ def bench_pca(args) -> None:
 
 _MEMORY_CHILD = """
 import json, resource, sys, torch
-from lumen.data.coco_stuff import CocoStuffDataset, read_split
+from lumen.backbones.sd import SDFeatureExtractor
 from lumen.config import DataConfig
-from lumen.data.paths import resolve_split_paths
+from lumen.data.dataset import SplitDataset
 from lumen.data.problems import ProblemLog
-from lumen.features.pca_samples import extract_samples, plan_samples
-from lumen.features.sd import SDFeatureExtractor
-from lumen.models import load_sd_components
+from lumen.data.sources.coco import read_split, resolve_split_paths
+from lumen.layout.pca_samples import extract_samples, plan_samples
+from lumen.pretrained import load_sd_components
 model, root, num_images = sys.argv[1], sys.argv[2], int(sys.argv[3])
 p = load_sd_components(model)
 ex = SDFeatureExtractor(p.vae, p.unet, p.text_encoder, p.tokenizer, p.noise_scheduler)
-ds = CocoStuffDataset(read_split(resolve_split_paths(DataConfig(root=root), "train")), 128, train=False)
+ds = SplitDataset(read_split(resolve_split_paths(DataConfig(root=root), "train")), 128, train=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 plan = plan_samples(len(ds), (8, 8), 2000, num_images, 0)
 ids, vectors = extract_samples(ex, ds, plan, range(num_images), 160, 8, ProblemLog("train", 1.0), progress=False)
@@ -172,7 +172,7 @@ print(json.dumps({"images": num_images, "samples": len(ids), "before_kb": before
 
 
 def bench_memory(args, work: Path) -> None:
-    from lumen.data.synthetic import write_synthetic_coco_stuff
+    from lumen.testing.synthetic_coco import write_synthetic_coco_stuff
 
     root = write_synthetic_coco_stuff(work / "data", num_train=256, num_val=1, width=160, height=128, progress=False)
     results = []
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.only in (None, "extraction", "memory"):
-            from lumen.tiny_sd import save_tiny_sd
+            from lumen.testing.tiny_sd import save_tiny_sd
 
             save_tiny_sd(work / "tiny-sd")
         if args.only in (None, "extraction") or args.backbone:

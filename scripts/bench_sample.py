@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmarking import timed
 
-from lumen.benchmarking import timed
-from lumen.controlnet import controlnet_from_unet
-from lumen.cpu_threads import choose_cpu_threads
-from lumen.models import SDComponents, load_sd_components
-from lumen.sampling import SampleJob, build_controlnet_pipeline, run_jobs
-from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
+from lumen.cpu.threads import choose_cpu_threads
+from lumen.pretrained import SDComponents, load_sd_components
+from lumen.sampling.pipeline import SampleJob, build_controlnet_pipeline, run_jobs
+from lumen.testing.tiny_sd import build_sd15_architecture, save_tiny_sd
+from lumen.training.controlnet import controlnet_from_unet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,11 +23,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from lumen.benchmarking import device_name, peak_tflops
-from lumen.cpu_memory import keep_freed_cpu_memory
-from lumen.models import MIXED_PRECISION_DTYPES
-from lumen.train_step_bench import (
+from benchmarking import device_name, peak_tflops
+from train_step_variants import (
     DATA_PATHS,
     cached_loader_speed,
     compare,
@@ -36,6 +33,9 @@ from lumen.train_step_bench import (
     lever_variants,
     model_flops,
 )
+
+from lumen.cpu.memory import keep_freed_cpu_memory
+from lumen.pretrained import MIXED_PRECISION_DTYPES
 
 
 def fmt(value, pattern: str, missing: str = "-") -> str:

@@ -35,8 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file from anywhere in the checkout
 
-from lumen.benchmarking import device_name, peak_tflops  # noqa: E402
-from lumen.train_step_bench import (  # noqa: E402
+from benchmarking import device_name, peak_tflops  # noqa: E402 (after the path above)
+from train_step_variants import (  # noqa: E402
     StepVariant,
     cached_loader_speed,
     compare,
@@ -174,8 +174,7 @@ def profile(report: Report, parts, scale: Scale, cuda: bool) -> None:
     share of peak."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
-
-    from lumen.train_step_bench import StepRunner
+    from train_step_variants import StepRunner
 
     batch = scale.batches[min(1, len(scale.batches) - 1)]
     runner = StepRunner(parts, StepVariant("profiled"), batch)
@@ -220,8 +219,8 @@ def run_logged(command: list[str], timeout: float) -> tuple[int, str]:
 
 def end_to_end(report: Report, scale: Scale, work: Path, cuda: bool, timeout: float) -> None:
     """A model folder, synthetic data, the PCA and the cache, then train_controlnet.py in bf16 and in fp16."""
-    from lumen.data.synthetic import write_synthetic_coco_stuff
-    from lumen.tiny_sd import build_sd15_architecture, save_tiny_sd
+    from lumen.testing.synthetic_coco import write_synthetic_coco_stuff
+    from lumen.testing.tiny_sd import build_sd15_architecture, save_tiny_sd
 
     model = save_tiny_sd(work / "tiny-sd")
     if scale.model == "sd15":  # SD 1.5's architecture with random weights, beside the tiny tokenizer
@@ -326,7 +325,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        from lumen.models import MIXED_PRECISION_DTYPES
+        from lumen.pretrained import MIXED_PRECISION_DTYPES
 
         parts = freeze_parts(*frozen_models(scale.model, work), device="cuda" if cuda else "cpu",
                              dtype=MIXED_PRECISION_DTYPES[scale.precision], resolution=scale.resolution,

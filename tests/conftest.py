@@ -41,14 +41,14 @@ def golden():
 
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory) -> Path:
-    from lumen.tiny_sd import save_tiny_sd
+    from lumen.testing.tiny_sd import save_tiny_sd
 
     return save_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd", seed=0)
 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
-    from lumen.data.synthetic import write_synthetic_coco_stuff
+    from lumen.testing.synthetic_coco import write_synthetic_coco_stuff
 
     return write_synthetic_coco_stuff(tmp_path_factory.mktemp("data") / "coco", num_train=12, num_val=4,
                                       width=96, height=80, seed=3, progress=False)
@@ -127,7 +127,7 @@ def trained_run(tmp_path_factory, tiny_sd_dir, synthetic_root, prepared_layouts)
 @pytest.fixture(scope="session")
 def tiny_backbones(tmp_path_factory) -> dict[str, Path]:
     """Tiny transformers backbones (random weights, patch 4, 32 px input) saved as model folders, by kind."""
-    from lumen.tiny_backbones import KINDS, save_tiny_backbone
+    from lumen.testing.tiny_backbones import KINDS, save_tiny_backbone
 
     base = tmp_path_factory.mktemp("backbones")
     return {kind: save_tiny_backbone(kind, base / kind, seed=0) for kind in KINDS}

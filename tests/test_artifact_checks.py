@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lumen import pca as pca_module
 from lumen.artifacts import DamagedArtifactError
-from lumen.cache import CacheDamagedError, load_cache
 from lumen.config import load_config
 from lumen.data.problems import TooManyBadInputs
 from lumen.errors import StorageError
-from lumen.pca import PCAExistsError, PCASettingsError, load_pca
+from lumen.layout import pca as pca_module
+from lumen.layout.cache import CacheDamagedError, load_cache
+from lumen.layout.pca import PCAExistsError, PCASettingsError, load_pca
 from lumen_train.commands import encode_layouts, fit_pca
 
 
@@ -121,7 +121,7 @@ def test_encoding_stops_as_soon_as_the_bad_image_limit_is_certain(fitted, tiny_a
     shutil.copytree(synthetic_root, data)
     for path in sorted((data / "train2017").glob("*.jpg"))[:3]:
         path.write_bytes(b"not a jpeg")
-    from lumen_train import encoding
+    from lumen_train import layout_cache as encoding
 
     calls = []
     real = encoding.write_shard

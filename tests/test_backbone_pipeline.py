@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lumen.cache import CacheMismatchError
 from lumen.config import load_config
-from lumen.controlnet import ControlNetMismatchError
-from lumen.layout import SettingsMismatchError
+from lumen.layout.cache import CacheMismatchError
+from lumen.layout.settings import SettingsMismatchError
+from lumen.training.controlnet import ControlNetMismatchError
 from lumen_train.commands import encode_layouts, evaluate, fit_pca, sample
 from lumen_train.commands.train_controlnet import main as train_main
 

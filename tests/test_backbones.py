@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lumen.backbones import load_transformer_extractor, resolve_transformer_spec
-from lumen.features.base import l2_normalise
-from lumen.features.vit import BackboneError, TransformerFeatureExtractor, transformer_blocks
+from lumen.backbones.base import l2_normalise
+from lumen.backbones.loading import load_transformer_extractor, resolve_transformer_spec
+from lumen.backbones.transformer import BackboneError, TransformerFeatureExtractor, transformer_blocks
 
 PIXELS = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -119,9 +119,9 @@ def test_bad_sizes_and_layers_are_refused_by_name(tiny_backbones):
 
 
 def test_fusion_concatenates_the_l2_normalised_parts_with_their_weights(tiny_sd_dir, tiny_backbones):
-    from lumen.features.fusion import FusedFeatureExtractor
-    from lumen.features.sd import SDFeatureExtractor
-    from lumen.models import load_sd_components
+    from lumen.backbones.sd import SDFeatureExtractor
+    from lumen.backbones.sd_dinov2 import FusedFeatureExtractor
+    from lumen.pretrained import load_sd_components
 
     parts = load_sd_components(str(tiny_sd_dir))
     sd = SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler)

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from lumen.config import DataConfig, DataLayout
-from lumen.data.coco_stuff import BadSample, CocoStuffDataset, collate_skipping_bad, read_split
-from lumen.data.paths import DataLayoutError, resolve_split_paths
+from lumen.data.dataset import BadSample, SplitDataset, collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
+from lumen.data.sources.coco import DataLayoutError, read_split, resolve_split_paths
 from lumen.data.transforms import image_to_tensor, label_map_to_tensor, resize_and_center_crop, to_rgb
 
 
@@ -44,21 +44,21 @@ def test_captions_are_stripped_ordered_by_id_and_uncaptioned_images_excluded(tmp
 
 def test_training_draws_see_every_caption_and_evaluation_takes_the_first(synthetic_root):
     index = read_split(resolve_split_paths(DataConfig(root=str(synthetic_root)), "train"))
-    train = CocoStuffDataset(index, 64, train=True, seed=1, empty_prompt_probability=0.0)
+    train = SplitDataset(index, 64, train=True, seed=1, empty_prompt_probability=0.0)
     seen = set()
     for epoch in range(60):
         train.set_epoch(epoch)
         seen.add(train.caption_for(0))
     assert seen == set(index.records[0].captions)
-    evaluation = CocoStuffDataset(index, 64, train=False, empty_prompt_probability=0.9)
+    evaluation = SplitDataset(index, 64, train=False, empty_prompt_probability=0.9)
     assert {evaluation.caption_for(0) for _ in range(5)} == {index.records[0].captions[0]}
 
 
 def test_caption_draws_are_reproducible_and_depend_on_seed_and_epoch(synthetic_root):
     index = read_split(resolve_split_paths(DataConfig(root=str(synthetic_root)), "train"))
-    a = CocoStuffDataset(index, 64, train=True, seed=1)
-    b = CocoStuffDataset(index, 64, train=True, seed=1)
-    c = CocoStuffDataset(index, 64, train=True, seed=2)
+    a = SplitDataset(index, 64, train=True, seed=1)
+    b = SplitDataset(index, 64, train=True, seed=1)
+    c = SplitDataset(index, 64, train=True, seed=2)
     draws = lambda d: [d.caption_for(i) for i in range(len(d))]  # noqa: E731
     assert draws(a) == draws(b)
     assert draws(a) != draws(c)
@@ -69,7 +69,7 @@ def test_caption_draws_are_reproducible_and_depend_on_seed_and_epoch(synthetic_r
 
 def test_empty_prompt_dropout_follows_its_probability(synthetic_root):
     index = read_split(resolve_split_paths(DataConfig(root=str(synthetic_root)), "train"))
-    dataset = CocoStuffDataset(index, 64, train=True, seed=0, empty_prompt_probability=0.3)
+    dataset = SplitDataset(index, 64, train=True, seed=0, empty_prompt_probability=0.3)
     draws = []
     for epoch in range(100):
         dataset.set_epoch(epoch)
@@ -79,7 +79,7 @@ def test_empty_prompt_dropout_follows_its_probability(synthetic_root):
 
 def test_samples_have_the_documented_shapes(synthetic_root):
     index = read_split(resolve_split_paths(DataConfig(root=str(synthetic_root)), "val"))
-    sample = CocoStuffDataset(index, 64, train=False, labels="stuffthingmaps")[0]
+    sample = SplitDataset(index, 64, train=False, labels="stuffthingmaps")[0]
     assert sample["pixel_values"].shape == (3, 64, 64) and sample["pixel_values"].dtype == torch.float32
     assert -1.0 <= sample["pixel_values"].min() and sample["pixel_values"].max() <= 1.0
     assert sample["label"].shape == (64, 64) and sample["label"].dtype == torch.long
@@ -89,8 +89,8 @@ def test_samples_have_the_documented_shapes(synthetic_root):
 def test_stuff_json_and_stuffthingmaps_agree_on_stuff_pixels(synthetic_root):
     paths = resolve_split_paths(DataConfig(root=str(synthetic_root)), "train")
     index = read_split(paths, load_stuff=True)
-    from_png = CocoStuffDataset(index, 64, train=False, labels="stuffthingmaps")
-    from_json = CocoStuffDataset(index, 64, train=False, labels="stuff_json")
+    from_png = SplitDataset(index, 64, train=False, labels="stuffthingmaps")
+    from_json = SplitDataset(index, 64, train=False, labels="stuff_json")
     for i in range(len(index)):
         a, b = from_png[i]["label"], from_json[i]["label"]
         stuff = b != 255
@@ -103,7 +103,7 @@ def test_missing_and_truncated_images_are_skipped_reported_and_limited(tmp_path,
     paths = make_dataset(tmp_path / "d", tmp_path, [1, 2, 3, 4, 5], annotations, files=[1, 2, 3, 4])
     jpeg = paths.images_dir / f"{2:012d}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
-    dataset = CocoStuffDataset(read_split(paths), 32, train=False)
+    dataset = SplitDataset(read_split(paths), 32, train=False)
     batch = collate_skipping_bad([dataset[i] for i in range(5)])
     assert batch["pixel_values"].shape == (3, 3, 32, 32)
     assert batch["image_id"].tolist() == [1, 3, 4]
@@ -144,7 +144,7 @@ def test_any_image_mode_becomes_rgb(mode):
 
 def test_a_dim_16_bit_png_keeps_its_brightness(tmp_path):
     """16-bit grey is scaled by the bit depth: a dim image stays dim (scaling by its own maximum made it white)."""
-    from lumen.data.coco_stuff import load_image
+    from lumen.data.split_index import load_image
 
     values = np.array([[0, 1000, 4000], [8000, 16384, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "dim.png")
@@ -182,7 +182,7 @@ def test_cocostuff_readme_layout_is_found(tmp_path, synthetic_root):
         assert paths.images_dir == root / "images" / "val2017"
         assert paths.label_maps_dir == root / "annotations" / "val2017"
     index = read_split(paths)
-    assert CocoStuffDataset(index, 32, train=False, labels="stuffthingmaps")[0]["label"].shape == (32, 32)
+    assert SplitDataset(index, 32, train=False, labels="stuffthingmaps")[0]["label"].shape == (32, 32)
     with pytest.raises(DataLayoutError, match="val2017"):
         resolve_split_paths(DataConfig(root=str(root), layout=DataLayout.official), "val")
 
@@ -199,7 +199,7 @@ def test_missing_folders_and_files_are_named(tmp_path):
 def test_labels_requested_without_label_maps_is_an_error(tmp_path):
     paths = make_dataset(tmp_path / "d", tmp_path, [1], [{"image_id": 1, "id": 1, "caption": "x"}])
     with pytest.raises(DataLayoutError, match="label_maps_dir"):
-        CocoStuffDataset(read_split(paths), 32, train=False, labels="stuffthingmaps")
+        SplitDataset(read_split(paths), 32, train=False, labels="stuffthingmaps")
     with pytest.raises(DataLayoutError, match="stuff"):
         read_split(paths, load_stuff=True)
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from lumen.data.synthetic import render_scene
+from lumen.testing.synthetic_coco import render_scene
 from lumen_train.commands import compare_backbones
 from lumen_train.commands.make_warp_pairs import main as make_warp_pairs
 

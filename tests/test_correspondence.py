@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from lumen.config import load_config
-from lumen.correspondence import (
+from lumen.correspondence.benchmark import read_pairs
+from lumen.correspondence.matching import (
     cell_centres,
     correct_keypoints,
     joint_pca_colours,
@@ -17,8 +18,8 @@ from lumen.correspondence import (
     pck_threshold,
     point_cells,
 )
-from lumen.correspondence_pictures import point_colours, side_by_side_layout
-from lumen.data.spair import apply_homography, read_pairs, warp_matrix
+from lumen.correspondence.pictures import point_colours, side_by_side_layout
+from lumen.correspondence.warp_pairs import apply_homography, warp_matrix
 from lumen.errors import LumenError
 from lumen_train.commands import correspond as correspond_command
 from lumen_train.commands.correspond import FeatureCache, pck_benchmark
@@ -187,7 +188,7 @@ def test_warps_map_keypoints_exactly(tmp_path):
 def test_homography_of_four_points_and_the_flip():
     corners = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
     moved = np.array([[1, 2], [12, 1], [11, 13], [0, 9]], float)
-    from lumen.data.spair import homography
+    from lumen.correspondence.warp_pairs import homography
 
     assert np.allclose(apply_homography(homography(corners, moved), corners), moved)
     flip = warp_matrix("flip", 100, 50, np.random.default_rng(0))
@@ -206,7 +207,7 @@ def photos(tmp_path: Path, count: int) -> list[Path]:
     """Real photos when the shared COCO files are there, else synthetic scenes."""
     if COCO_MINI.is_dir():
         return sorted(COCO_MINI.glob("*.jpg"))[:count]
-    from lumen.data.synthetic import render_scene
+    from lumen.testing.synthetic_coco import render_scene
 
     out = []
     for i in range(count):

@@ -11,7 +11,7 @@ STEPS = """
 import resource, sys, torch
 torch.set_num_threads(2)
 if sys.argv[1] == "keep":
-    from lumen.cpu_memory import keep_freed_cpu_memory
+    from lumen.cpu.memory import keep_freed_cpu_memory
     assert keep_freed_cpu_memory(), "not applied"
 torch.manual_seed(0)
 blocks = []

@@ -1,7 +1,7 @@
 import torch
 
 from lumen.config import load_config
-from lumen.cpu_threads import TINY_MODEL_PARAMETERS, apply_cpu_threads, choose_cpu_threads
+from lumen.cpu.threads import TINY_MODEL_PARAMETERS, apply_cpu_threads, choose_cpu_threads
 
 
 def test_a_tiny_model_computes_with_one_thread_unless_told_otherwise():

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from lumen.config import DataConfig, DataSource
-from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
-from lumen.data.paths import DataLayoutError
-from lumen.data.splits import read_data_split
-from lumen.data.tables import stable_id
+from lumen.data.sources.coco import DataLayoutError
+from lumen.data.sources.reading import read_data_split
+from lumen.data.sources.writers import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
+from lumen.data.split_index import stable_id
 from lumen.errors import LumenError
 
 WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset, "webdataset": write_webdataset}
@@ -61,7 +61,7 @@ def test_a_split_lists_every_image_with_its_captions_and_a_stable_id(source, sou
 @pytest.mark.parametrize("source", [pytest.param(name, marks=[] if name == "imagefolder" else [pytest.mark.slow])
                                     for name in WRITERS])
 def test_doctor_fit_pca_encode_train_and_sample(source, source_roots, tiny_args, tmp_path, capsys):
-    from lumen.cache import load_cache
+    from lumen.layout.cache import load_cache
     from lumen_train.commands import doctor, encode_layouts, evaluate, fit_pca, sample, synthesize
     from lumen_train.commands.train_controlnet import main as train_main
 
@@ -199,7 +199,7 @@ def test_convert_a_folder_with_caption_files_and_a_coco_folder(coco_mini_items, 
 
 
 def test_a_killed_encode_over_tar_shards_resumes_at_the_unfinished_shard(coco_mini_items, tiny_args, tmp_path):
-    from lumen.cache import CacheDamagedError, load_cache
+    from lumen.layout.cache import CacheDamagedError, load_cache
     from lumen_train.commands import encode_layouts, fit_pca
 
     root = write_webdataset(tmp_path / "shards", coco_mini_items, shard_size=3)  # train: 3 shards
@@ -402,7 +402,7 @@ def test_a_truncated_tar_shard_is_named_by_the_doctor_encoding_and_streamed_trai
                                                                                      inside, capsys):
     """A shard cut after its first sample (of three) used to lose the others without a word; cut inside a member,
     it was a tarfile.ReadError traceback."""
-    from lumen.data.webdataset import TruncatedShardError
+    from lumen.data.sources.webdataset import TruncatedShardError
     from lumen_train.commands import doctor, encode_layouts
     from lumen_train.commands.train_controlnet import main as train_main
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lumen.features.sd import SDFeatureExtractor, decoder_tap, num_decoder_layers
-from lumen.models import load_sd_components
-from lumen.tiny_sd import build_sd15_architecture
+from lumen.backbones.sd import SDFeatureExtractor, decoder_tap, num_decoder_layers
+from lumen.pretrained import load_sd_components
+from lumen.testing.tiny_sd import build_sd15_architecture
 
 
 def test_sd15_layer_rule():

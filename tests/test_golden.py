@@ -17,8 +17,8 @@ import torch
 
 from lumen.build import build_extractor, load_components, split_dataset
 from lumen.config import load_config
-from lumen.layout import LayoutEncoder
-from lumen.pca import load_pca
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
 
 
 def cfg_of(args, *more):

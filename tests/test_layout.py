@@ -2,16 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from lumen.layout import (
-    LayoutEncoder,
-    LayoutSettings,
-    SettingsMismatchError,
-    check_pca_matches,
-    layout_to_image,
-    resize_layout,
-    truncate_components,
-)
-from lumen.pca import fit_pca
+from lumen.layout.encoder import LayoutEncoder, resize_layout, truncate_components
+from lumen.layout.pca import fit_pca
+from lumen.layout.pictures import layout_to_image
+from lumen.layout.settings import LayoutSettings, SettingsMismatchError, check_pca_matches
 
 
 def settings(**changes):

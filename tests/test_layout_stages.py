@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 from sklearn.decomposition import PCA as SkPCA
 
 from lumen.build import build_extractor, load_components, split_dataset
-from lumen.cache import CacheDamagedError, CacheMismatchError, load_cache
 from lumen.config import load_config
-from lumen.layout import LayoutEncoder, SettingsMismatchError
-from lumen.pca import load_pca
+from lumen.layout.cache import CacheDamagedError, CacheMismatchError, load_cache
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import SettingsMismatchError
 from lumen_train.commands import encode_layouts, fit_pca
 
 

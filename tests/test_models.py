@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lumen.data.transforms import uint8_to_pixels
-from lumen.models import ModelNotFoundError, load_sd_components, resolve_model_location
-from lumen.tiny_sd import build_tiny_sd, build_tiny_tokenizer, save_tiny_sd, tiny_sd_settings
+from lumen.pretrained import ModelNotFoundError, load_sd_components, resolve_model_location
+from lumen.testing.tiny_sd import build_tiny_sd, build_tiny_tokenizer, save_tiny_sd, tiny_sd_settings
 
 
 def unet_output(unet, text_encoder, tokenizer):
@@ -45,9 +45,9 @@ def test_training_the_tiny_sd_is_reproducible(tmp_path, monkeypatch):
     small image set, the same code path)."""
     import hashlib
 
-    import lumen.tiny_sd
+    import lumen.testing.tiny_sd
 
-    monkeypatch.setattr(lumen.tiny_sd, "UNET_TRAIN_IMAGES", 32)
+    monkeypatch.setattr(lumen.testing.tiny_sd, "UNET_TRAIN_IMAGES", 32)
     digests = []
     for name in ("a", "b"):
         save_tiny_sd(tmp_path / name, seed=5, vae_train_steps=2, unet_train_steps=3, weights_dtype="float16")
@@ -85,7 +85,7 @@ def test_loaded_parts_are_frozen_and_scheduler_is_sd15s(tiny_sd_dir):
 def test_tiny_vae_has_a_trained_vaes_latent_statistics(tiny_sd_dir):
     import numpy as np
 
-    from lumen.data.synthetic import render_scene
+    from lumen.testing.synthetic_coco import render_scene
 
     parts = load_sd_components(str(tiny_sd_dir))
     rng = np.random.default_rng(123)  # scenes the calibration did not see
@@ -161,7 +161,7 @@ def test_incomplete_or_missing_folder_is_explained(tmp_path, tiny_sd_dir):
 
 
 def test_interrupted_build_leaves_no_complete_looking_folder(tmp_path, monkeypatch):
-    import lumen.tiny_sd as tiny
+    import lumen.testing.tiny_sd as tiny
 
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
@@ -176,7 +176,7 @@ def test_interrupted_build_leaves_no_complete_looking_folder(tmp_path, monkeypat
 def test_vae_training_is_reproducible_and_makes_an_autoencoder():
     import numpy as np
 
-    from lumen.data.synthetic import render_scene
+    from lumen.testing.synthetic_coco import render_scene
 
     a, b = build_tiny_sd(0, vae_train_steps=30).vae, build_tiny_sd(0, vae_train_steps=30).vae
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -193,7 +193,7 @@ def test_vae_training_is_reproducible_and_makes_an_autoencoder():
 def test_unet_training_is_reproducible_and_lowers_the_denoising_loss():
     from diffusers import DDPMScheduler
 
-    from lumen.tiny_sd import _train_unet
+    from lumen.testing.tiny_sd import _train_unet
 
     def denoising_loss(pipe):
         torch.manual_seed(5)

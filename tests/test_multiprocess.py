@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lumen.cache import load_cache
-from lumen.pca import load_pca
+from lumen.layout.cache import load_cache
+from lumen.layout.pca import load_pca
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess

@@ -155,7 +155,7 @@ def test_resuming_at_the_last_step_only_writes_the_final_controlnet(train_args):
 
 
 def test_layouts_on_the_fly_in_another_dtype_than_the_pcas_are_refused(train_args, fresh_accelerate_state):
-    from lumen.layout import SettingsMismatchError
+    from lumen.layout.settings import SettingsMismatchError
 
     with pytest.raises(SettingsMismatchError) as err:
         Trainer(cfg_of(train_args, "train.mixed_precision=bf16", "train.use_cache=false"))
@@ -174,7 +174,7 @@ def fresh_accelerate_state():
 
 def test_sampling_in_another_dtype_than_the_layouts_is_refused(trained_run):
     from lumen.build import SamplingSetup
-    from lumen.controlnet import ControlNetMismatchError
+    from lumen.training.controlnet import ControlNetMismatchError
 
     cfg = load_config([trained_run[0]], [*trained_run[1:], "sample.dtype=bfloat16"])
     with pytest.raises(ControlNetMismatchError) as err:

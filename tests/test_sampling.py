@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lumen.controlnet import ControlNetMismatchError
+from lumen.training.controlnet import ControlNetMismatchError
 from lumen_train.commands import fit_pca, sample
 
 
@@ -68,9 +68,9 @@ def test_batch_size_does_not_change_the_images(trained_run, tmp_path):
 def test_batch_size_invariance_is_undone_after_sampling(tiny_sd_dir):
     import torch
 
-    from lumen.controlnet import controlnet_from_unet
-    from lumen.models import load_sd_components
-    from lumen.sampling import batch_size_invariant, build_controlnet_pipeline
+    from lumen.pretrained import load_sd_components
+    from lumen.sampling.pipeline import batch_size_invariant, build_controlnet_pipeline
+    from lumen.training.controlnet import controlnet_from_unet
 
     parts = load_sd_components(str(tiny_sd_dir))
     pipe = build_controlnet_pipeline(parts, controlnet_from_unet(parts.unet, conditioning_channels=4))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from lumen.config import DataConfig
-from lumen.data.coco_stuff import CocoStuffDataset, read_split
+from lumen.data.dataset import SplitDataset
 from lumen.data.labels import IGNORE
-from lumen.data.paths import resolve_split_paths
+from lumen.data.sources.coco import read_split, resolve_split_paths
 from lumen_train.commands import doctor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,8 +58,8 @@ def test_fixture_label_maps_agree_between_stuff_json_and_png(shared_data):
     data = DataConfig(root=str(fixture), images_dir=str(shared_data / "coco-mini" / "{split}2017"))
     index = read_split(resolve_split_paths(data, "val"), load_stuff=True)
     assert [r.image_id for r in index.records] == [139, 802]
-    from_png = CocoStuffDataset(index, 512, train=False, labels="stuffthingmaps")
-    from_json = CocoStuffDataset(index, 512, train=False, labels="stuff_json")
+    from_png = SplitDataset(index, 512, train=False, labels="stuffthingmaps")
+    from_json = SplitDataset(index, 512, train=False, labels="stuff_json")
     for i, record in enumerate(index.records):
         png, js = from_png._label(record), from_json._label(record)
         assert png.shape == js.shape == (record.height, record.width)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lumen.data.synthetic import THING_COLOURS
-from lumen.tiny_sd import tiny_sd_settings
+from lumen.testing.synthetic_coco import THING_COLOURS
+from lumen.testing.tiny_sd import tiny_sd_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "tiny-sd"
@@ -36,7 +36,7 @@ def test_the_shipped_model_is_small_and_records_how_it_was_made():
 def shipped_run(tmp_path_factory):
     """PCA, cache and a ControlNet trained for a short while on the shipped model and a fresh synthetic data set
     (128 px, 20 components, one process). Returns the entry-point arguments."""
-    from lumen.data.synthetic import write_synthetic_coco_stuff
+    from lumen.testing.synthetic_coco import write_synthetic_coco_stuff
     from lumen_train.commands import encode_layouts, fit_pca, train_controlnet
 
     base = tmp_path_factory.mktemp("shipped")

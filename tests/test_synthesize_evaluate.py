@@ -49,7 +49,7 @@ def test_synthesis_resumes_after_a_kill(trained_run, tmp_path, monkeypatch):
     out = tmp_path / "synthetic"
     args = [*trained_run, f"synthesize.out_root={out}", "synthesize.split=val", "synthesize.limit=4",
             "synthesize.shard_size=1", "sample.num_inference_steps=2"]
-    from lumen import synthesis
+    from lumen.sampling import generated_dataset as synthesis
 
     real_run_jobs = synthesis.run_jobs
     calls = []
@@ -92,7 +92,7 @@ def test_evaluate_writes_metrics_per_number_of_components(trained_run, tmp_path,
 
 
 def test_evaluate_names_deleted_and_damaged_images_and_how_to_make_them_again(trained_run, tmp_path):
-    from lumen.evaluation import UnreadableSampleError
+    from lumen.evaluation.scoring import UnreadableSampleError
 
     samples = tmp_path / "samples"
     sample.main([*trained_run, f"sample.out_dir={samples}", "sample.num_sources=2", "sample.num_inference_steps=2"])

@@ -8,7 +8,7 @@ from pycocotools.coco import COCO
 from lumen.config import DataConfig
 from lumen.data.doctor import run_doctor
 from lumen.data.labels import IGNORE, read_stuffthingmap
-from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
+from lumen.testing.synthetic_coco import synthetic_matches, write_synthetic_coco_stuff
 
 
 def folder_digest(root):

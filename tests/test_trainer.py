@@ -178,8 +178,8 @@ def test_cached_and_image_paths_agree(train_args):
     """With the same generator state, the same image gives (almost) the same loss on both data paths: the
     cache only adds float16 rounding."""
     cfg = cfg_of(train_args)
-    from lumen.data.cached import collate_cached
-    from lumen.data.coco_stuff import collate_skipping_bad
+    from lumen.data.dataset import collate_skipping_bad
+    from lumen.layout.cached_dataset import collate_cached
 
     with Trainer(cfg_of(train_args, "train.use_cache=false")) as on_images:  # one run at a time in a folder
         images = on_images.dataset

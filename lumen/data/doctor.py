@@ -23,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lumen.config import DataConfig, DataSource
-from lumen.data.coco_stuff import ImageRecord, SplitIndex
 from lumen.data.labels import LabelMapError, read_stuffthingmap, valid_label_values
-from lumen.data.paths import DataLayoutError
-from lumen.data.splits import read_data_split
-from lumen.data.webdataset import TruncatedShardError, open_webdataset_split
+from lumen.data.sources.coco import DataLayoutError
+from lumen.data.sources.reading import read_data_split
+from lumen.data.sources.webdataset import TruncatedShardError, open_webdataset_split
+from lumen.data.split_index import ImageRecord, SplitIndex
 
 _VALID_LABELS = valid_label_values()
 
@@ -117,10 +117,9 @@ def check_split(index: SplitIndex, num_workers: int = 4, progress: bool = True) 
 
 
 def check_stream_split(stream, num_workers: int = 4, progress: bool = True) -> SplitReport:
-    """``check_split`` for tar shards (a ``lumen.data.webdataset.WebDatasetSplit``), read shard by shard: every
+    """``check_split`` for tar shards (a ``lumen.data.sources.webdataset.WebDatasetSplit``), read shard by shard: every
     image decoded, samples without a caption listed."""
-    from lumen.data.coco_stuff import decode_image_bytes
-    from lumen.data.tables import stable_id
+    from lumen.data.split_index import decode_image_bytes, stable_id
 
     def problem(sample) -> Optional[str]:
         if sample.image is None:

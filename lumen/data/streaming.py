@@ -1,4 +1,4 @@
-"""Training samples streamed from tar shards (``lumen.data.webdataset``), for training without the layout cache.
+"""Training samples streamed from tar shards (``lumen.data.sources.webdataset``), for training without the layout cache.
 
 Each process reads only its own shards (process i of n: shards i, i + n, ...; DataLoader workers split those
 again), so no two processes read the same sample. Every pass over the shards is an epoch: its shard order and a
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumen.data.coco_stuff import BadSample, decode_image_bytes, draw_caption
-from lumen.data.tables import stable_id
+from lumen.data.dataset import BadSample, draw_caption
+from lumen.data.split_index import decode_image_bytes, stable_id
 from lumen.data.transforms import image_to_tensor
 
 
@@ -25,7 +25,7 @@ class StreamingTrainDataset(torch.utils.data.IterableDataset):
     """``{"pixel_values" (3, R, R) in [-1, 1], "caption", "image_id"}`` or ``BadSample``, endlessly.
 
     Args:
-        stream: a ``lumen.data.webdataset.WebDatasetSplit``.
+        stream: a ``lumen.data.sources.webdataset.WebDatasetSplit``.
         process_index, num_processes: which shards are this process's.
         shuffle_buffer: samples held to shuffle across shard boundaries (0: shard order only).
     """

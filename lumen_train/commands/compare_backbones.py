@@ -24,16 +24,15 @@ import torch
 from PIL import Image
 
 from lumen.artifacts import ensure_writable
-from lumen.backbones import check_transformer_files
-from lumen.benchmarking import timed
+from lumen.backbones.loading import check_transformer_files
 from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
 from lumen.config import Backbone, CorrFeatures, LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
-from lumen.grids import save_backbone_comparison
-from lumen.layout import LayoutEncoder
-from lumen.models import check_weights, resolve_model_location
-from lumen.pca import load_pca
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
 from lumen.plotting import to_uint8_image
+from lumen.pretrained import check_weights, resolve_model_location
+from lumen.sampling.grids import save_backbone_comparison
 from lumen_train.commands.correspond import correspond
 from lumen_train.commands.encode_layouts import encode_layouts
 from lumen_train.commands.evaluate import evaluate
@@ -69,9 +68,16 @@ def layouts_and_rate(cfg: LumenConfig, images: torch.Tensor) -> tuple[torch.Tens
     pca = load_pca(cfg.layout.pca_dir)
     extractor = build_extractor(cfg, load_components(cfg, device, layout_dtype(cfg, device, pca)))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    layouts = LayoutEncoder(pca)(extractor.features(images)).cpu()
-    seconds = statistics.median(timed(lambda: extractor.features(images), sync) for _ in range(3))
-    return layouts, len(images) / seconds
+    layouts = LayoutEncoder(pca)(extractor.features(images)).cpu()  # also the warm-up
+
+    def seconds() -> float:
+        sync()  # queued device work is counted where it belongs
+        start = time.perf_counter()
+        extractor.features(images)
+        sync()
+        return time.perf_counter() - start
+
+    return layouts, len(images) / statistics.median(seconds() for _ in range(3))
 
 
 def check_every_backbone(cfg: LumenConfig) -> None:

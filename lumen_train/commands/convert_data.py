@@ -16,9 +16,9 @@ from pathlib import Path
 from PIL import Image
 
 from lumen.config import DataConfig
-from lumen.data.coco_stuff import load_image
-from lumen.data.export import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
-from lumen.data.paths import DataLayoutError, resolve_split_paths
+from lumen.data.sources.coco import DataLayoutError, resolve_split_paths
+from lumen.data.sources.writers import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
+from lumen.data.split_index import load_image
 from lumen.errors import LumenError, run_cli
 
 PROG = "convert_data.py"

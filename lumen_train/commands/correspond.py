@@ -30,15 +30,16 @@ from tqdm import tqdm
 from lumen.artifacts import ensure_writable, write_text_atomically
 from lumen.build import build_extractor, layout_dtype, layout_settings, load_components
 from lumen.config import CorrFeatures, LumenConfig, config_from_argv, save_config
-from lumen.correspondence import correct_keypoints, grid_points, joint_pca_colours, match_points, pck_threshold
-from lumen.correspondence_pictures import draw_joint_pca, draw_matches
-from lumen.data.coco_stuff import load_image
-from lumen.data.spair import read_pairs
+from lumen.correspondence.benchmark import read_pairs
+from lumen.correspondence.matching import correct_keypoints, grid_points, joint_pca_colours, match_points, pck_threshold
+from lumen.correspondence.pictures import draw_joint_pca, draw_matches
+from lumen.data.split_index import load_image
 from lumen.data.transforms import to_rgb, uint8_to_pixels
 from lumen.errors import LumenError, run_cli
-from lumen.layout import LayoutEncoder, check_pca_matches
-from lumen.models import TORCH_DTYPES
-from lumen.pca import load_pca
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import check_pca_matches
+from lumen.pretrained import TORCH_DTYPES
 
 PROG = "correspond.py"
 

@@ -27,15 +27,15 @@ import time
 from pathlib import Path
 
 from lumen.config import config_from_argv, save_config
-from lumen.data.coco_stuff import CocoStuffDataset, read_split
+from lumen.data.dataset import SplitDataset
 from lumen.data.doctor import run_doctor
-from lumen.data.paths import resolve_split_paths
 from lumen.data.preview import save_data_preview
-from lumen.data.synthetic import synthetic_matches, write_synthetic_coco_stuff
+from lumen.data.sources.coco import read_split, resolve_split_paths
 from lumen.errors import run_cli
-from lumen.models import TORCH_DTYPES, load_sd_components
-from lumen.tiny_backbones import KINDS, save_tiny_backbone
-from lumen.tiny_sd import tiny_sd_settings
+from lumen.pretrained import TORCH_DTYPES, load_sd_components
+from lumen.testing.synthetic_coco import synthetic_matches, write_synthetic_coco_stuff
+from lumen.testing.tiny_backbones import KINDS, save_tiny_backbone
+from lumen.testing.tiny_sd import tiny_sd_settings
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (scripts/, train/, configs/)
 DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs", "compare")
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - start:.1f} s)")
     summary.append(f"data set (official layout): {cfg.data.root}")
     index = read_split(resolve_split_paths(cfg.data, cfg.data.val_split))
-    dataset = CocoStuffDataset(index, cfg.data.resolution, train=False, labels="stuffthingmaps")
+    dataset = SplitDataset(index, cfg.data.resolution, train=False, labels="stuffthingmaps")
     preview = save_data_preview([dataset[i] for i in range(min(4, len(dataset)))], out / "data_preview.png",
                                 title=f"{cfg.data.val_split} split at {cfg.data.resolution} px "
                                       f"(resized, centre-cropped)")

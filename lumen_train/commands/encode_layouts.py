@@ -15,14 +15,15 @@ import sys
 from pathlib import Path
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, load_components, split_dataset
-from lumen.cache import check_cache_settings, load_cache, write_cache_settings, write_layout_pictures
 from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
-from lumen.data.webdataset import open_webdataset_split
+from lumen.data.sources.webdataset import open_webdataset_split
 from lumen.errors import run_cli
-from lumen.layout import LayoutEncoder, check_pca_matches
-from lumen.pca import load_pca
+from lumen.layout.cache import check_cache_settings, load_cache, write_cache_settings, write_layout_pictures
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import check_pca_matches
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.encoding import encode_split, encode_stream_split
+from lumen_train.layout_cache import encode_split, encode_stream_split
 
 
 def encode_layouts(cfg: LumenConfig) -> Path:

@@ -18,11 +18,12 @@ from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, config_for_layout, layout_dtype, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
-from lumen.evaluation import DIVERSITY_METRIC, markdown_table, score_images, segmentation_scores, summarise
-from lumen.layout import LayoutEncoder, LayoutSettings
-from lumen.pca import load_pca
-from lumen.sample_set import read_sample_set
-from lumen.sources import compute_layouts, source_from_json
+from lumen.evaluation.scoring import DIVERSITY_METRIC, markdown_table, score_images, segmentation_scores, summarise
+from lumen.layout.encoder import LayoutEncoder
+from lumen.layout.pca import load_pca
+from lumen.layout.settings import LayoutSettings
+from lumen.sampling.sample_set import read_sample_set
+from lumen.sampling.source_images import compute_layouts, source_from_json
 
 
 class EvaluationInputError(LumenError, ValueError):

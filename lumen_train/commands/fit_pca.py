@@ -16,16 +16,34 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, to_yaml
+from lumen.data.problems import ProblemLog
 from lumen.errors import run_cli
-from lumen.features.pca_samples import images_wanted, plan_samples
-from lumen.models import dtype_name
-from lumen.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
-from lumen_train.distributed import close_processes, make_accelerator
-from lumen_train.pca_fit import extract_on_processes
+from lumen.layout.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
+from lumen.layout.pca_samples import SamplePlan, extract_samples, images_wanted, plan_samples
+from lumen.pretrained import dtype_name
+from lumen_train.distributed import close_processes, gather_rows, make_accelerator
+
+
+def extract_on_processes(accelerator: Accelerator, extractor, dataset, plan: SamplePlan, feature_dim: int,
+                         batch_size: int, num_workers: int, split: str,
+                         max_bad_fraction: float) -> tuple[torch.Tensor, torch.Tensor, ProblemLog]:
+    """``(sample ids (S,), vectors (S, C), unusable images)``, gathered in sample order on every process.
+    Raises ``TooManyBadInputs`` on every process alike when too many of the planned images are unusable."""
+    slots = range(accelerator.process_index, len(plan.image_indices), accelerator.num_processes)
+    problems = ProblemLog(split, max_bad_fraction)
+    ids, vectors = extract_samples(extractor, dataset, plan, slots, feature_dim, batch_size, problems,
+                                   num_workers=num_workers, progress=accelerator.is_main_process)
+    ids, vectors = gather_rows(accelerator, ids, vectors)
+    merged = ProblemLog(split, max_bad_fraction)
+    merged.problems.update(dict(gather_object(list(problems.problems.items()))))
+    merged.check(len(plan.image_indices))  # every process raises alike, so none waits for the others
+    return ids, vectors, merged
 
 
 def fit_request(cfg: LumenConfig, dtype: torch.dtype) -> dict:

@@ -17,7 +17,7 @@ import sys
 import time
 
 from lumen.errors import LumenError, run_cli
-from lumen.tiny_sd import TINY_WEIGHT_DTYPES, save_tiny_sd
+from lumen.testing.tiny_sd import TINY_WEIGHT_DTYPES, save_tiny_sd
 
 
 def main(argv=None) -> int:

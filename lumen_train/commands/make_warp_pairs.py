@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lumen.data.spair import WARPS, write_warp_pairs
+from lumen.correspondence.warp_pairs import WARPS, write_warp_pairs
 from lumen.errors import LumenError, run_cli
 
 PROG = "make_warp_pairs.py"

@@ -23,9 +23,9 @@ from lumen.artifacts import ensure_writable
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import run_cli
-from lumen.sample_set import make_jobs, read_sample_set, replay_batches, replay_plan, write_sample_set
-from lumen.sampling import run_jobs
-from lumen.sources import compute_layouts, load_sources, source_from_json
+from lumen.sampling.pipeline import run_jobs
+from lumen.sampling.sample_set import make_jobs, read_sample_set, replay_batches, replay_plan, write_sample_set
+from lumen.sampling.source_images import compute_layouts, load_sources, source_from_json
 
 
 def sample(cfg: LumenConfig) -> Path:

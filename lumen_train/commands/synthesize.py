@@ -12,17 +12,45 @@ killed run resumes (finished shards are kept). The result passes scripts/doctor.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from lumen.artifacts import ensure_writable, shard_ranges
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from lumen.artifacts import ensure_writable, shard_ranges, shards_of_process
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
-from lumen.data.export import WRITERS
-from lumen.data.paths import resolve_split_paths
+from lumen.data.sources.coco import resolve_split_paths
+from lumen.data.sources.writers import WRITERS
 from lumen.errors import LumenError, run_cli
-from lumen.synthesis import SyntheticSplit, synthesize_shard, write_in_format
+from lumen.sampling.generated_dataset import SyntheticSplit, merge_shards, synthesize_shard, write_in_format
 from lumen_train.distributed import close_processes, make_accelerator
-from lumen_train.synthesis import synthesize_on_processes
+
+
+def synthesize_on_processes(accelerator: Accelerator, target: SyntheticSplit, shards: list[range],
+                            images_per_source: int, make_shard: Callable[[int, range, object], None],
+                            has_labels: bool, provenance: dict,
+                            merge: Callable[[], dict] | None = None) -> dict | None:
+    """Run ``make_shard(shard, source indices, progress bar)`` for this process's unfinished shards, then
+    merge (``merge()`` where given, else COCO's annotation files); returns the summary on the main process
+    (None elsewhere)."""
+    if accelerator.is_main_process:
+        target.make_folders()
+    accelerator.wait_for_everyone()
+    mine = shards_of_process(len(shards), accelerator.process_index, accelerator.num_processes)
+    todo = [shard for shard in mine if not target.shard_file(shard).is_file()]
+    bar = tqdm(total=sum(len(shards[s]) for s in todo) * images_per_source, desc="synthesize", unit="img",
+               disable=not accelerator.is_main_process)
+    for shard in todo:
+        make_shard(shard, shards[shard], bar)
+    bar.close()
+    accelerator.wait_for_everyone()
+    summary = None
+    if accelerator.is_main_process:
+        summary = merge() if merge is not None else merge_shards(target, len(shards), has_labels, provenance)
+    accelerator.wait_for_everyone()
+    return summary
 
 
 def synthesize(cfg: LumenConfig) -> Path:

@@ -1,0 +1,1 @@
+"""Layout backbones: the foundation models whose dense features make a neural layout."""

@@ -1,0 +1,1 @@
+"""Semantic correspondence with a backbone's features: matching points, PCK benchmarks, pictures."""

@@ -1,0 +1,1 @@
+"""Data sources: where images and captions come from, and how each is read and written."""

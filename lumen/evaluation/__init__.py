@@ -1,0 +1,1 @@
+"""Measuring generated images: the metrics and the scoring of a sample set."""

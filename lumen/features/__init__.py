@@ -1,1 +1,0 @@
-"""Backbones: image batch -> dense feature map (B, C, h, w)."""

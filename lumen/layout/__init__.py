@@ -1,0 +1,1 @@
+"""Neural layouts: the PCA, the encoder that projects features on it, their settings, pictures and the on-disk cache."""
