@@ -12,14 +12,13 @@ from typing import Optional
 
 import torch
 
+from lumen.backbones import ExtractorRequest, get_backbone
 from lumen.backbones.base import FeatureExtractor
-from lumen.backbones.loading import TransformerSpec, load_transformer_extractor, resolve_transformer_spec
-from lumen.backbones.sd import SDFeatureExtractor
-from lumen.backbones.sd_dinov2 import FusedFeatureExtractor
-from lumen.config import Backbone, DType, Facet, LumenConfig
+from lumen.backbones.transformer_loading import TransformerSpec, resolve_transformer_spec
+from lumen.config import DType, Facet, LumenConfig
 from lumen.cpu.threads import apply_cpu_threads
 from lumen.data.dataset import SplitDataset
-from lumen.data.sources.reading import read_data_split
+from lumen.data.sources import read_data_split
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.layout.settings import LayoutSettings
@@ -41,11 +40,12 @@ def layout_dtype(cfg: LumenConfig, device: torch.device, pca=None) -> torch.dtyp
 
 
 def transformer_spec(cfg: LumenConfig) -> Optional[TransformerSpec]:
-    """The transformer part of the configured backbone, its defaults filled in (None for sd)."""
+    """The transformer part of the configured backbone, its defaults filled in (None for a backbone without)."""
     lay = cfg.layout
-    if lay.backbone == Backbone.sd:
+    kind = get_backbone(lay.backbone).transformer
+    if kind is None:
         return None
-    return resolve_transformer_spec(lay.backbone.value, lay.backbone_model, lay.backbone_revision, lay.backbone_layer,
+    return resolve_transformer_spec(kind, lay.backbone_model, lay.backbone_revision, lay.backbone_layer,
                                     lay.facet.value if lay.facet else None, lay.image_size, cfg.data.resolution)
 
 
@@ -53,10 +53,11 @@ def layout_settings(cfg: LumenConfig, dtype: torch.dtype) -> LayoutSettings:
     """What decides a layout's meaning, with ``dtype`` the dtype its features are computed in. Only the parts
     the backbone uses are recorded (None for the others), so a setting that changes nothing refuses nothing."""
     lay = cfg.layout
-    sd = lay.backbone in (Backbone.sd, Backbone.sd_dinov2)
+    backbone = get_backbone(lay.backbone)
+    sd = backbone.uses_sd
     spec = transformer_spec(cfg)
     return LayoutSettings(
-        backbone=lay.backbone.value,
+        backbone=lay.backbone,
         model=cfg.model.pretrained if sd else None,
         revision=cfg.model.revision if sd else None,
         layers=tuple(lay.layers) if sd else None,
@@ -68,7 +69,7 @@ def layout_settings(cfg: LumenConfig, dtype: torch.dtype) -> LayoutSettings:
         backbone_layer=spec.layer if spec else None,
         facet=spec.facet if spec else None,
         image_size=spec.image_size if spec else None,
-        fusion_weights=tuple(lay.fusion_weights) if lay.backbone == Backbone.sd_dinov2 else None,
+        fusion_weights=tuple(lay.fusion_weights) if backbone.fused else None,
         resolution=cfg.data.resolution,
         dtype=dtype_name(dtype),
     )
@@ -80,7 +81,7 @@ def config_for_layout(cfg: LumenConfig, settings: LayoutSettings) -> LumenConfig
     lay = cfg.layout
     keep = lambda value, current: current if value is None else value  # noqa: E731
     layout = replace(
-        lay, backbone=Backbone(settings.backbone), layers=list(keep(settings.layers, lay.layers)),
+        lay, backbone=settings.backbone, layers=list(keep(settings.layers, lay.layers)),
         timestep=keep(settings.timestep, lay.timestep), noise_seed=keep(settings.noise_seed, lay.noise_seed),
         prompt=keep(settings.prompt, lay.prompt), backbone_model=settings.backbone_model,
         backbone_revision=settings.backbone_revision, backbone_layer=settings.backbone_layer,
@@ -111,16 +112,11 @@ def build_extractor(cfg: LumenConfig, parts: SDComponents, early_exit: bool = Tr
     """The configured backbone on ``parts``' device, sharing their VAE (and, for SD, their UNet). A transformer
     backbone is loaded in ``dtype`` (default: the UNet's): the dtype its layouts are made in."""
     lay = cfg.layout
-    sd = None
-    if lay.backbone in (Backbone.sd, Backbone.sd_dinov2):
-        sd = SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler,
-                                layers=lay.layers, timestep=lay.timestep, noise_seed=lay.noise_seed, prompt=lay.prompt,
-                                early_exit=early_exit)
-        if lay.backbone == Backbone.sd:
-            return sd
-    vit = load_transformer_extractor(transformer_spec(cfg), parts.vae, parts.unet.device, dtype or parts.unet.dtype,
-                                     early_exit=early_exit)
-    return vit if sd is None else FusedFeatureExtractor(sd, vit, tuple(lay.fusion_weights))
+    request = ExtractorRequest(parts=parts, layers=tuple(lay.layers), timestep=lay.timestep,
+                               noise_seed=lay.noise_seed, prompt=lay.prompt, transformer=transformer_spec(cfg),
+                               fusion_weights=tuple(lay.fusion_weights), dtype=dtype or parts.unet.dtype,
+                               early_exit=early_exit)
+    return get_backbone(lay.backbone).build(request)
 
 
 def split_dataset(cfg: LumenConfig, split: str, train: bool = False, labels: str = "none",
@@ -172,7 +168,7 @@ class SamplingSetup:
         trained = LayoutSettings.from_json(self.metadata["layout"], f"{self.folder}/lumen.json")
         layout_dtype = TORCH_DTYPES[trained.dtype]
         self.dtype = TORCH_DTYPES[s.dtype.value] if s.dtype else layout_dtype
-        uses_sd = cfg.layout.backbone in (Backbone.sd, Backbone.sd_dinov2)
+        uses_sd = get_backbone(cfg.layout.backbone).uses_sd
         check_controlnet_matches(self.metadata, layout_settings(cfg, self.dtype if uses_sd else layout_dtype),
                                  self.pca, str(self.folder),
                                  dtype_hint="leave sample.dtype unset to sample in the dtype the layouts were made in")

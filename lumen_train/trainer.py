@@ -24,12 +24,12 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectCo
 from tqdm import tqdm
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, split_dataset
-from lumen.config import DataSource, LumenConfig, save_config, to_yaml
+from lumen.config import LumenConfig, save_config, to_yaml
 from lumen.cpu.memory import keep_freed_cpu_memory
 from lumen.cpu.threads import apply_cpu_threads
 from lumen.data.dataset import collate_skipping_bad
 from lumen.data.problems import ProblemLog, TooManyBadInputs
-from lumen.data.sources.webdataset import open_webdataset_split
+from lumen.data.sources import get_data_source
 from lumen.data.streaming import StreamingTrainDataset
 from lumen.errors import LumenError, MissingDependencyError, writing
 from lumen.layout.cache import INDEX_FILE, load_cache
@@ -53,7 +53,7 @@ from lumen_train.checkpointing import (
 )
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
 from lumen_train.layout_cache import verify_cache_split
-from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_fidelity
+from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Trainer:
     def _build(self, cfg: LumenConfig) -> None:
         t = cfg.train
         # Tar shards without the cache are streamed: each process its own shards, no epoch length.
-        self.streaming = cfg.data.source == DataSource.webdataset and not t.use_cache
+        self.streaming = get_data_source(cfg.data.source).streams and not t.use_cache
         self.images_read = 0  # images (usable or not) this process has taken from the data
         if self.streaming and t.max_train_steps is None:
             raise LumenError("data.source=webdataset with train.use_cache=false streams the shards, whose length "
@@ -359,9 +359,8 @@ class Trainer:
 
     @staticmethod
     def _streaming_dataset(cfg: LumenConfig, acc) -> StreamingTrainDataset:
-        """The training split's tar shards, this process's share of them (``lumen.data.streaming``)."""
-        stream = open_webdataset_split(cfg.data.shards, cfg.data.root, cfg.data.train_split, cfg.data.image_column,
-                                       cfg.data.caption_column)
+        """The training split's shards, this process's share of them (``lumen.data.streaming``)."""
+        stream = get_data_source(cfg.data.source).open_stream(cfg.data, cfg.data.train_split, True)
         if len(stream.urls) < acc.num_processes:
             raise LumenError(f"split '{cfg.data.train_split}' has {len(stream.urls)} tar shard(s) for "
                              f"{acc.num_processes} processes: each process streams its own shards, so write at least "
@@ -643,9 +642,9 @@ class Trainer:
         path, samples = result
         logger.info("validation grid: %s", path)
         if cfg.metrics:
-            fidelity = validation_fidelity(self.extractor, self.encoder, self.validation_set, samples)
-            self.accelerator.log({"validation/layout_cosine": fidelity}, step=self.global_step)
-            logger.info("validation layout fidelity (mean per-pixel cosine): %.4f", fidelity)
+            scores = validation_metrics(self.extractor, self.encoder, self.validation_set, samples)
+            self.accelerator.log({f"validation/{name}": value for name, value in scores.items()}, step=self.global_step)
+            logger.info("validation metrics: %s", ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
         return path
 
     def finish(self) -> Path:

@@ -56,7 +56,7 @@ def build_validation_set(dataset, num_images: int, extractor=None, encoder=None,
 
 
 def files_validation_set(sources, extractor, encoder) -> ValidationSet:
-    """A validation set of image files (``lumen.sampling.source_images.SourceImage`` s) with their layouts computed here."""
+    """A validation set of image files (``SourceImage`` s) with their layouts computed here."""
     from lumen.data.split_index import stable_id
 
     images = torch.stack([s.pixel_values for s in sources])
@@ -130,16 +130,20 @@ def run_validation(accelerator, parts, controlnet, val: ValidationSet, prompt_ed
     return path, samples
 
 
-def validation_fidelity(extractor, encoder, val: ValidationSet, samples: dict) -> float:
-    """Mean per-pixel cosine between each sample's layout and its validation image's layout."""
-    from lumen.evaluation.metrics import layout_cosine
+def validation_metrics(extractor, encoder, val: ValidationSet, samples: dict) -> dict[str, float]:
+    """The metrics of ``METRICS`` cheap enough for training (``in_validation``), averaged over the samples: each
+    sample's layout against its validation image's (and the other validation images')."""
+    from lumen.evaluation.metrics import METRICS, ImageContext
 
-    scores = []
+    scores: dict[str, list[float]] = {m.name: [] for m in METRICS.values() if m.in_validation and m.per_image}
     for (i, _), image in samples.items():
-        pixels = uint8_to_pixels(image)[None]
-        generated = encoder(extractor.features(pixels))[0].cpu()
-        scores.append(layout_cosine(generated, val.layouts[i]))
-    return float(np.mean(scores))
+        generated = encoder(extractor.features(uint8_to_pixels(image)[None]))[0].cpu()
+        context = ImageContext(generated, val.layouts[i], [layout for j, layout in enumerate(val.layouts) if j != i])
+        for name in scores:
+            value = METRICS[name].per_image(context)
+            if value is not None:
+                scores[name].append(value)
+    return {name: float(np.mean(values)) for name, values in scores.items() if values}
 
 
 def save_validation_grid(val: ValidationSet, prompts: list[list[str]], samples: dict, path: Path, step: int) -> Path:

@@ -93,8 +93,9 @@ def vit_extractors(name: str, args, dtype: torch.dtype):
     """(early-exit extractor, full-pass extractor, depth) of the real architecture ``name`` with random weights."""
     import transformers
 
+    from lumen.backbones.clip import CLIP_NORM
     from lumen.backbones.transformer import TransformerFeatureExtractor
-    from lumen.testing.tiny_backbones import CLIP_NORM, IMAGENET
+    from lumen.backbones.transformer_loading import IMAGENET_NORM as IMAGENET
 
     model_cls, config_cls, size, norm, layer, facet = VIT_ARCHITECTURES[name]
     torch.manual_seed(0)

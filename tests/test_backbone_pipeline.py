@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from lumen.backbones import BACKBONES as REGISTERED
 from lumen.config import load_config
 from lumen.layout.cache import CacheMismatchError
 from lumen.layout.settings import SettingsMismatchError
+from lumen.testing.tiny_backbones import tiny_model_of
 from lumen.training.controlnet import ControlNetMismatchError
 from lumen_train.commands import encode_layouts, evaluate, fit_pca, sample
 from lumen_train.commands.train_controlnet import main as train_main
 
 REPO = Path(__file__).resolve().parent.parent
-# backbone -> the tiny model it reads
-BACKBONES = {"dinov2": "dinov2", "dino": "dino", "clip": "clip", "sd+dinov2": "dinov2", "vit": "siglip"}
+# Every registered backbone with a transformer (SD alone runs through every other test) -> the tiny model it reads.
+BACKBONES = {name: tiny_model_of(name) for name, spec in REGISTERED.items() if spec.transformer is not None}
 
 
 def backbone_args(tiny_args, tiny_backbones, backbone, out):
@@ -38,8 +40,8 @@ def test_the_pipeline_runs_on_every_backbone(backbone, tiny_args, tiny_backbones
     recorded = json.loads((out / "pca" / "pca.json").read_text())
     assert recorded["backbone"] == backbone and recorded["backbone_model"] == str(tiny_backbones[BACKBONES[backbone]])
     assert recorded["image_size"] == 16 and recorded["feature_grid"] == [4, 4]  # patch 4 x 64 px / 16
-    assert recorded["facet"] == ("key" if backbone == "dino" else "token")
-    assert (recorded["layers"] is None) == (backbone not in ("sd+dinov2",))  # SD's taps only where SD is used
+    assert recorded["facet"] == REGISTERED[backbone].transformer.default_facet
+    assert (recorded["layers"] is None) == (not REGISTERED[backbone].uses_sd)  # SD's taps only where SD is used
     assert encode_layouts.main(args) == 0
     assert json.loads((out / "cache" / "cache.json").read_text())["backbone"] == backbone
     assert train_main(args) == 0

@@ -6,16 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from lumen.backbones import BACKBONES
 from lumen.backbones.base import l2_normalise
-from lumen.backbones.loading import load_transformer_extractor, resolve_transformer_spec
 from lumen.backbones.transformer import BackboneError, TransformerFeatureExtractor, transformer_blocks
+from lumen.backbones.transformer_loading import load_transformer_extractor, resolve_transformer_spec
 
 PIXELS = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
-def extractor(folder: Path, kind: str, layer=None, facet=None, image_size=None, early_exit=True):
+def extractor(folder: Path, backbone: str, layer=None, facet=None, image_size=None, early_exit=True):
+    kind = BACKBONES[backbone].transformer
     spec = resolve_transformer_spec(kind, str(folder), None, layer, facet, image_size, resolution=128)
-    return load_transformer_extractor(spec, None, torch.device("cpu"), torch.float32, early_exit=early_exit)
+    return load_transformer_extractor(kind, spec, None, torch.device("cpu"), torch.float32, early_exit=early_exit)
 
 
 def patch_grid(tokens: torch.Tensor, prefix: int, side: int) -> torch.Tensor:

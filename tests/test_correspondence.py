@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lumen.backbones import BACKBONES as REGISTERED
 from lumen.config import load_config
 from lumen.correspondence.benchmark import read_pairs
 from lumen.correspondence.matching import (
@@ -21,13 +22,14 @@ from lumen.correspondence.matching import (
 from lumen.correspondence.pictures import point_colours, side_by_side_layout
 from lumen.correspondence.warp_pairs import apply_homography, warp_matrix
 from lumen.errors import LumenError
+from lumen.testing.tiny_backbones import tiny_model_of
 from lumen_train.commands import correspond as correspond_command
 from lumen_train.commands.correspond import FeatureCache, pck_benchmark
 from lumen_train.commands.make_warp_pairs import main as make_warp_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini" / "val2017"
-BACKBONES = {"dinov2": "dinov2", "dino": "dino", "clip": "clip", "sd+dinov2": "dinov2", "vit": "siglip"}
+BACKBONES = {name: tiny_model_of(name) for name in REGISTERED}  # every registered backbone -> its tiny model
 
 
 def one_hot(h, w, permutation=None):
@@ -240,7 +242,7 @@ def test_the_matches_picture_draws_each_point_where_the_json_says(tiny_args, tmp
     assert joint.height == 2 * 384 + 8
 
 
-@pytest.mark.parametrize("backbone", ["sd", *BACKBONES])
+@pytest.mark.parametrize("backbone", list(BACKBONES))
 def test_an_image_against_itself_scores_pck_one_for_every_backbone(backbone, tiny_args, tiny_backbones, tmp_path):
     images = photos(tmp_path, 2)
     root = tmp_path / "self"
@@ -256,7 +258,7 @@ def test_an_image_against_itself_scores_pck_one_for_every_backbone(backbone, tin
             "src_imname": f"{i}.jpg", "trg_imname": f"{i}.jpg", "category": "photo", "src_kps": points,
             "trg_kps": points, "src_bndbox": [0, 0, image.width, image.height],
             "trg_bndbox": [0, 0, image.width, image.height]}))
-    extra = [] if backbone == "sd" else [f"layout.backbone_model={tiny_backbones[BACKBONES[backbone]]}"]
+    extra = [f"layout.backbone_model={tiny_backbones[BACKBONES[backbone]]}"] if BACKBONES[backbone] else []
     cfg = load_config([tiny_args[0]], [*tiny_args[1:], f"layout.backbone={backbone}", *extra,
                                        f"corr.benchmark={root}", "corr.resolution=128", f"corr.out={tmp_path / 'o'}"])
     result = correspond_command.correspond(cfg)

@@ -32,7 +32,7 @@ def test_trains_and_writes_a_diffusers_controlnet_with_lumen_json(train_args, ca
                  "validation.metrics=true")
     with Trainer(cfg) as trainer:
         trainer.train()
-    assert sum("validation layout fidelity" in r.message for r in caplog.records) == 2
+    assert sum("validation metrics: layout_cosine" in r.message for r in caplog.records) == 2
     out = Path(cfg.output_dir)
     meta = json.loads((out / "controlnet" / "lumen.json").read_text())
     assert meta["n_components"] == 8 and meta["layout"]["layers"] == [2, 5, 8]

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lumen.backbones.base import ExtractorOutput, FeatureExtractor
+from lumen.backbones.registry import BackboneSpec, ExtractorRequest, register
 from lumen.errors import LumenError
 
 
@@ -159,3 +160,15 @@ class SDFeatureExtractor(FeatureExtractor):
                 F.interpolate(captured[i].float(), size=grid, mode="bilinear", align_corners=False)
                 for i in range(len(self.layers))]
         return torch.cat(maps, dim=1)
+
+
+def build_sd(request: ExtractorRequest) -> SDFeatureExtractor:
+    parts = request.parts
+    return SDFeatureExtractor(parts.vae, parts.unet, parts.text_encoder, parts.tokenizer, parts.noise_scheduler,
+                              layers=request.layers, timestep=request.timestep, noise_seed=request.noise_seed,
+                              prompt=request.prompt, early_exit=request.early_exit)
+
+
+SPEC: BackboneSpec = register(BackboneSpec(
+    name="sd", summary="Stable Diffusion's decoder layers (2, 5, 8 by default), upsampled to the deepest and "
+                       "concatenated (LUMEN)", build=build_sd, uses_sd=True))

@@ -9,8 +9,11 @@ from __future__ import annotations
 import torch
 
 from lumen.backbones.base import ExtractorOutput, FeatureExtractor, l2_normalise, resize_features
-from lumen.backbones.sd import SDFeatureExtractor
+from lumen.backbones.dinov2 import DINOV2
+from lumen.backbones.registry import BackboneSpec, ExtractorRequest, register
+from lumen.backbones.sd import SDFeatureExtractor, build_sd
 from lumen.backbones.transformer import TransformerFeatureExtractor
+from lumen.backbones.transformer_loading import load_transformer_extractor
 
 
 class FusedFeatureExtractor(FeatureExtractor):
@@ -48,3 +51,15 @@ class FusedFeatureExtractor(FeatureExtractor):
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self(pixel_values).features
+
+
+def build_sd_dinov2(request: ExtractorRequest) -> FusedFeatureExtractor:
+    vit = load_transformer_extractor(DINOV2, request.transformer, request.parts.vae, request.parts.unet.device,
+                                     request.dtype, early_exit=request.early_exit)
+    return FusedFeatureExtractor(build_sd(request), vit, tuple(request.fusion_weights))
+
+
+SPEC: BackboneSpec = register(BackboneSpec(
+    name="sd+dinov2", summary="SD-DINO's fusion: SD's decoder features and DINOv2's tokens, each L2-normalised per "
+                              "pixel, on SD's grid, concatenated with weights", build=build_sd_dinov2,
+    uses_sd=True, transformer=DINOV2, fused=True))

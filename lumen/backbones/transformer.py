@@ -16,7 +16,6 @@ std of the model's own preprocessor config.
 from __future__ import annotations
 
 import inspect
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -162,16 +161,3 @@ def num_special_tokens(model, config) -> int:
     embeddings = getattr(model, "embeddings", None)
     has_cls = any(hasattr(embeddings, name) for name in ("cls_token", "class_embedding"))
     return int(has_cls) + int(getattr(config, "num_register_tokens", 0) or 0)
-
-
-def default_layer(kind: str, num_layers: int, requested: Optional[int]) -> int:
-    """The layer a backbone reads when ``layout.backbone_layer`` is not given: the last (DINOv2, SD-DINO's
-    choice; any ViT), the penultimate (CLIP, whose last layer serves the image-level embedding), or 9 of 12
-    (DINO v1, DINO-ViT-Features' choice; scaled to the model's depth)."""
-    if requested is not None:
-        return requested
-    if kind == "clip":
-        return max(1, num_layers - 1)
-    if kind == "dino":
-        return max(1, round(num_layers * 9 / 12))
-    return num_layers

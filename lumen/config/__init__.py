@@ -17,14 +17,12 @@ from lumen.config.loading import (
 )
 from lumen.config.schema import (
     Attention,
-    Backbone,
     CompareConfig,
     CompileMode,
     CorrespondenceConfig,
     CorrFeatures,
     DataConfig,
     DataLayout,
-    DataSource,
     DType,
     EncodeConfig,
     EvaluateConfig,
@@ -48,8 +46,8 @@ from lumen.config.schema import (
 )
 
 __all__ = [
-    "SEED_MAX", "Attention", "Backbone", "CompareConfig", "CompileMode", "ConfigError", "CorrFeatures",
-    "CorrespondenceConfig", "DType", "DataConfig", "DataLayout", "DataSource", "EncodeConfig", "EvaluateConfig",
+    "SEED_MAX", "Attention", "CompareConfig", "CompileMode", "ConfigError", "CorrFeatures",
+    "CorrespondenceConfig", "DType", "DataConfig", "DataLayout", "EncodeConfig", "EvaluateConfig",
     "Facet", "LRScheduler", "LabelSource", "LayoutConfig", "LumenConfig", "MixedPrecision", "ModelConfig",
     "PCAConfig", "PCASolver", "PCKReference", "Range", "SampleConfig", "SamplerName", "SynthesizeConfig",
     "SyntheticDataConfig", "Tracker", "TrainConfig", "ValidationConfig", "config_from_argv", "describe_keys",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -45,12 +46,21 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def setting(default: Any = None, *, doc: str, factory: Any = None, **bounds: Any) -> Any:
+def setting(default: Any = None, *, doc: str, factory: Any = None, choices: Optional[Callable[[], list[str]]] = None,
+            key_choices: Optional[Callable[[], list[str]]] = None, **bounds: Any) -> Any:
     """A config key: its default (or ``factory`` for a list), its one-line ``doc`` (what ``--help`` shows) and, for
-    a number, its valid range (``Range`` keyword arguments; ``load_config`` checks it for every entry point)."""
+    a number, its valid range (``Range`` keyword arguments; ``load_config`` checks it for every entry point).
+
+    ``choices`` gives the names a string key (or every element of a list) may take, ``key_choices`` the keys a
+    mapping may have: both are read when a config is checked, from a registry (the registered backbones, data
+    sources, ...), so a new entry needs no change here."""
     metadata: dict[str, Any] = {"doc": doc}
     if bounds:
         metadata["range"] = Range(**bounds)
+    if choices is not None:
+        metadata["choices"] = choices
+    if key_choices is not None:
+        metadata["key_choices"] = key_choices
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -18,7 +18,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from lumen.config.fields import Range
 from lumen.config.help import describe_keys
-from lumen.config.schema import Backbone, LumenConfig
+from lumen.config.schema import LumenConfig
 from lumen.errors import LumenError
 
 
@@ -236,6 +236,7 @@ def range_problems(cfg: Any, sources: dict[str, str], prefix: str = "") -> list[
         if is_dataclass(value):
             problems += range_problems(value, sources, key + ".")
             continue
+        problems += _choice_problems(f, key, value, sources)
         bounds: Optional[Range] = f.metadata.get("range")
         if bounds is None or value is None:
             continue
@@ -253,6 +254,30 @@ def range_problems(cfg: Any, sources: dict[str, str], prefix: str = "") -> list[
     return problems
 
 
+def _choice_problems(f: Any, key: str, value: Any, sources: dict[str, str]) -> list[str]:
+    """A name outside the key's ``choices`` (a string, or an element of a list), or a mapping key outside its
+    ``key_choices``: named with the closest valid one."""
+    source = sources.get(key, "the defaults")
+    if "choices" in f.metadata and value is not None:
+        valid = f.metadata["choices"]()
+        for item in value if isinstance(value, list) else [value]:
+            if item not in valid:
+                close = difflib.get_close_matches(str(item), valid, n=1, cutoff=0.6)
+                hint = f". Did you mean {close[0]}?" if close else ""
+                return [f"bad value for config key '{key}' (from {source}): '{item}' is not one of "
+                        f"{', '.join(valid)}{hint}"]
+    if "key_choices" in f.metadata:
+        valid = f.metadata["key_choices"]()
+        for name in value:
+            if name not in valid:
+                close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+                hint = f" Did you mean {key}.{close[0]}?" if close else ""
+                entry = f"{key}.{name}"
+                return [f"unknown config key '{entry}' (from {sources.get(entry, source)}): '{name}' is not one of "
+                        f"{', '.join(valid)}.{hint}\n  valid keys here: " + ", ".join(f"{key}.{v}" for v in valid)]
+    return []
+
+
 def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
     """Checks that involve two keys of one section."""
     problems = []
@@ -260,26 +285,16 @@ def relation_problems(cfg: LumenConfig, sources: dict[str, str]) -> list[str]:
         problems.append(f"bad value for config key 'layout.fusion_weights' (from "
                         f"{sources.get('layout.fusion_weights', 'the defaults')}): {cfg.layout.fusion_weights}; "
                         f"expected two weights, for the SD part and the DINOv2 part")
-    known = [b.value for b in Backbone]
-    for name in cfg.compare.backbone_models:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            key = f"compare.backbone_models.{name}"
-            hint = f" Did you mean compare.backbone_models.{close[0]}?" if close else ""
-            problems.append(f"unknown config key '{key}' (from {sources.get(key, 'the defaults')}): '{name}' is not a "
-                            f"backbone.{hint}\n  valid keys here: "
-                            + ", ".join(f"compare.backbone_models.{b}" for b in known))
     for number, point in enumerate(cfg.corr.points, start=1):
         if len(point) != 2:
             problems.append(f"bad value for config key 'corr.points' (from "
                             f"{sources.get('corr.points', 'the defaults')}): point {number} is {point}; expected "
                             f"points of two numbers, [[x, y], ...] in source pixels")
             break
-    unknown = [b for b in cfg.compare.backbones if b not in known]
-    if unknown or len(set(cfg.compare.backbones)) != len(cfg.compare.backbones) or not cfg.compare.backbones:
+    if len(set(cfg.compare.backbones)) != len(cfg.compare.backbones):
         problems.append(f"bad value for config key 'compare.backbones' (from "
                         f"{sources.get('compare.backbones', 'the defaults')}): {cfg.compare.backbones}; expected "
-                        f"distinct backbones among {', '.join(known)}")
+                        f"each backbone once")
     if cfg.validation.captions and len(cfg.validation.captions) != len(cfg.validation.images):
         problems.append(f"bad value for config key 'validation.captions' (from "
                         f"{sources.get('validation.captions', 'the defaults')}): {len(cfg.validation.captions)} "

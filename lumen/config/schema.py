@@ -13,6 +13,20 @@ from typing import Any, Optional
 from lumen.config.fields import seed_field, setting
 
 
+def registered_backbones() -> list[str]:
+    """The values ``layout.backbone`` takes: the backbones registered in ``lumen.backbones``."""
+    from lumen.backbones import BACKBONES
+
+    return list(BACKBONES)
+
+
+def registered_data_sources() -> list[str]:
+    """The values ``data.source`` takes: the sources registered in ``lumen.data.sources``."""
+    from lumen.data.sources import DATA_SOURCES
+
+    return list(DATA_SOURCES)
+
+
 class DType(str, enum.Enum):
     float32 = "float32"
     float16 = "float16"
@@ -25,15 +39,6 @@ class DataLayout(str, enum.Enum):
     auto = "auto"  # the official layout if its folders exist, else the cocostuff README's
     official = "official"  # {root}/{split}2017, {root}/stuffthingmaps_trainval2017/{split}2017
     cocostuff = "cocostuff"  # {root}/images/{split}2017, {root}/annotations/{split}2017
-
-
-class DataSource(str, enum.Enum):
-    """How a data set is stored (see data/README.md); every source but coco is read with ``datasets``."""
-
-    coco = "coco"  # COCO 2017 / COCO-Stuff: {split}2017/ folders and annotations/captions_{split}2017.json
-    imagefolder = "imagefolder"  # a folder of images with metadata.jsonl or metadata.csv (split subfolders optional)
-    hf_dataset = "hf_dataset"  # a save_to_disk folder or a Hugging Face dataset id
-    webdataset = "webdataset"  # tar shards of image + caption members, read streaming
 
 
 class LabelSource(str, enum.Enum):
@@ -61,8 +66,8 @@ class DataConfig:
     """The images and captions: COCO-Stuff / COCO, an image folder, a Hugging Face dataset or tar shards (see
     data/README.md for each layout)."""
 
-    source: DataSource = setting(DataSource.coco,
-        doc="How the data set is stored: coco, imagefolder, hf_dataset or webdataset (data/README.md).")
+    source: str = setting("coco", choices=registered_data_sources,
+        doc="How the data set is stored (data/README.md; one module each in lumen/data/sources/).")
     root: str = setting("data/coco-stuff",
         doc="coco: the folder holding {split}2017/ and annotations/; imagefolder: the folder of images and "
             "metadata; hf_dataset: a save_to_disk folder or a dataset id; webdataset: the folder (or fsspec URL) "
@@ -117,17 +122,6 @@ class SyntheticDataConfig:
     seed: int = seed_field(doc="Seed of the synthetic scenes.")
 
 
-class Backbone(str, enum.Enum):
-    """Where the features of a layout come from (lumen.backbones)."""
-
-    sd = "sd"  # Stable Diffusion UNet decoder taps (model.pretrained)
-    dinov2 = "dinov2"  # DINOv2 (with or without registers): a layer's tokens
-    dino = "dino"  # DINO v1 (ViTModel): a layer's key facet, as DINO-ViT-Features
-    clip = "clip"  # CLIP's vision tower: the penultimate layer's tokens
-    sd_dinov2 = "sd+dinov2"  # SD-DINO's fusion of both
-    vit = "vit"  # any transformers vision transformer AutoModel loads
-
-
 class Facet(str, enum.Enum):
     token = "token"  # the block's output tokens
     key = "key"  # the block's attention projections of its input, heads concatenated
@@ -142,18 +136,18 @@ class PCASolver(str, enum.Enum):
 
 @dataclass
 class LayoutConfig:
-    """How features are extracted and turned into a neural layout (method.md sections 2 and 4)."""
+    """How features are extracted and turned into a neural layout (docs/layouts.md)."""
 
-    backbone: Backbone = setting(Backbone.sd, doc="The foundation model whose features make the layout.")
+    backbone: str = setting("sd", choices=registered_backbones,
+        doc="The foundation model whose features make the layout (one module each in lumen/backbones/).")
     backbone_model: Optional[str] = setting(None,
-        doc="The transformer backbone's model id or transformers folder (None: facebook/dinov2-base for dinov2 and "
-            "sd+dinov2, facebook/dino-vitb8 for dino, openai/clip-vit-large-patch14 for clip; vit needs one).")
+        doc="The transformer backbone's model id or transformers folder (None: the backbone's default model, "
+            "docs/layouts.md).")
     backbone_revision: Optional[str] = setting(None, doc="Git revision of layout.backbone_model's model id.")
     backbone_layer: Optional[int] = setting(None, low=1,
-        doc="The transformer block read, 1-based (None: the last for dinov2 and vit, the penultimate for clip, "
-            "9 of 12 for dino).")
+        doc="The transformer block read, 1-based (None: the backbone's default, docs/layouts.md).")
     facet: Optional[Facet] = setting(None,
-        doc="token, key, query or value of that block (None: key for dino, token otherwise).")
+        doc="token, key, query or value of that block (None: the backbone's default, docs/layouts.md).")
     image_size: Optional[int] = setting(None, low=8,
         doc="The transformer's square input size, a multiple of its patch size (None: the size whose patch grid "
             "is SD's layer-8 grid, patch size x data.resolution / 16: 448 px for patch 14 at 512).")
@@ -389,9 +383,9 @@ class EvaluateConfig:
 class CompareConfig:
     """scripts/compare_backbones.py: one pipeline per backbone on the same images, measured with one judge."""
 
-    backbones: list[str] = setting(factory=lambda: ["sd", "dinov2", "dino", "clip"],
-        doc="The backbones compared (values of layout.backbone); the first SD one's PCA is the judge.")
-    backbone_models: dict[str, str] = setting(factory=dict,
+    backbones: list[str] = setting(factory=lambda: ["sd", "dinov2", "dino", "clip"], choices=registered_backbones,
+        min_items=1, doc="The backbones compared (values of layout.backbone); the first SD one's PCA is the judge.")
+    backbone_models: dict[str, str] = setting(factory=dict, key_choices=registered_backbones,
         doc="backbone -> its layout.backbone_model (unset: that backbone's default model).")
     train_steps: int = setting(200, low=0,
         doc="Optimizer steps of each backbone's ControlNet (0: compare the PCAs, speeds and layouts only).")

@@ -22,11 +22,11 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from lumen.config import DataConfig, DataSource
+from lumen.config import DataConfig
 from lumen.data.labels import LabelMapError, read_stuffthingmap, valid_label_values
+from lumen.data.sources import get_data_source, read_data_split
 from lumen.data.sources.coco import DataLayoutError
-from lumen.data.sources.reading import read_data_split
-from lumen.data.sources.webdataset import TruncatedShardError, open_webdataset_split
+from lumen.data.sources.webdataset import TruncatedShardError
 from lumen.data.split_index import ImageRecord, SplitIndex
 
 _VALID_LABELS = valid_label_values()
@@ -238,9 +238,9 @@ def run_doctor(data: DataConfig, progress: bool = True) -> tuple[bool, str]:
         start = time.perf_counter()
         workers = max(1, data.num_workers)
         try:
-            if data.source == DataSource.webdataset:  # tar shards are read while they are checked
-                stream = open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column,
-                                               check_ends=False)  # listed in the report instead
+            source = get_data_source(data.source)
+            if source.streams:  # read shard by shard while they are checked
+                stream = source.open_stream(data, split, False)  # shards that are not whole: listed in the report
                 report = check_stream_split(stream, num_workers=workers, progress=progress)
             else:
                 index = read_data_split(data, split)

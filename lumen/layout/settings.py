@@ -17,20 +17,20 @@ class LayoutSettings:
     than a PCA was fitted under are refused (``describe_differences``)."""
 
     backbone: str
-    # Stable Diffusion's part (sd, sd+dinov2; None for the others)
+    # Stable Diffusion's part (None for a backbone that does not use it: BackboneSpec.uses_sd)
     model: Optional[str]
     revision: Optional[str]
     layers: Optional[tuple[int, ...]]
     timestep: Optional[int]
     noise_seed: Optional[int]
     prompt: Optional[str]
-    # the transformer's part (dinov2, dino, clip, vit, sd+dinov2; None for sd): lumen.backbones.loading.TransformerSpec
+    # the transformer part (None for a backbone without one): lumen.backbones.transformer_loading.TransformerSpec
     backbone_model: Optional[str]
     backbone_revision: Optional[str]
     backbone_layer: Optional[int]
     facet: Optional[str]
     image_size: Optional[int]
-    fusion_weights: Optional[tuple[float, ...]]  # sd+dinov2 only
+    fusion_weights: Optional[tuple[float, ...]]  # fused backbones only (BackboneSpec.fused)
     resolution: int
     dtype: str  # the dtype the features were computed in ("float32", "bfloat16", ...)
 

@@ -111,7 +111,7 @@ def synthesize_shard(target: SyntheticSplit, shard: int, dataset, indices, pipe,
 
 def write_in_format(target: SyntheticSplit, num_shards: int, writer, out: Path, provenance: dict) -> dict:
     """For a source other than COCO: the generated images of every shard (``files``) written to ``out`` by
-    ``writer`` (``lumen.data.sources.writers``: the layout the source had) with their prompts as captions, and
+    ``writer`` (the source's, ``DataSourceSpec.write``: the layout the source had) with their prompts as captions, and
     ``lumen_synthesized.json``; the working folder ``target.root`` is then removed. Returns the summary."""
     files, skipped = [], []
     for shard in range(num_shards):

@@ -24,10 +24,13 @@ import torch
 from PIL import Image
 
 from lumen.artifacts import ensure_writable
-from lumen.backbones.loading import check_transformer_files
+from lumen.backbones import get_backbone
+from lumen.backbones.transformer_loading import check_transformer_files
 from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
-from lumen.config import Backbone, CorrFeatures, LumenConfig, config_from_argv, save_config
+from lumen.config import CorrFeatures, LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
+from lumen.evaluation.metrics import METRICS
+from lumen.evaluation.scoring import JUDGE_BACKBONE, metric_notes
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.plotting import to_uint8_image
@@ -48,7 +51,7 @@ def backbone_config(cfg: LumenConfig, backbone: str, run: Path, judge_pca: Path)
     c = cfg.compare
     return replace(
         cfg, output_dir=str(run),
-        layout=replace(cfg.layout, backbone=Backbone(backbone), backbone_model=c.backbone_models.get(backbone),
+        layout=replace(cfg.layout, backbone=backbone, backbone_model=c.backbone_models.get(backbone),
                        pca_dir=str(run / "pca")),
         train=replace(cfg.train, max_train_steps=max(c.train_steps, 1), resume_from_checkpoint="latest",
                       checkpointing_steps=max(c.train_steps, 1)),
@@ -90,10 +93,11 @@ def check_every_backbone(cfg: LumenConfig) -> None:
     except LumenError as err:
         problems.append(f"sd (model.pretrained): {err}")
     for backbone in cfg.compare.backbones:
-        if backbone == "sd":
+        kind = get_backbone(backbone).transformer
+        if kind is None:
             continue
         try:
-            check_transformer_files(backbone, cfg.compare.backbone_models.get(backbone), cfg.layout.backbone_revision)
+            check_transformer_files(kind, cfg.compare.backbone_models.get(backbone), cfg.layout.backbone_revision)
         except LumenError as err:
             problems.append(f"{backbone}: {err}")
     if problems:
@@ -106,23 +110,23 @@ def compare(cfg: LumenConfig) -> dict:
     check_every_backbone(cfg)
     out = ensure_writable(c.out, "the comparison")
     save_config(cfg, out)
-    sd_first = sorted(c.backbones, key=lambda b: b != "sd")
+    judge_first = sorted(c.backbones, key=lambda b: b != JUDGE_BACKBONE)
     run_of = {b: out / b.replace("+", "_") for b in c.backbones}
-    judge_pca = (run_of["sd"] if "sd" in run_of else out / "judge") / "pca"
-    if "sd" not in run_of:  # no SD run among the compared: fit the judge's PCA alone
-        fit_layout_pca(backbone_config(cfg, "sd", out / "judge", judge_pca))
+    judge_pca = (run_of[JUDGE_BACKBONE] if JUDGE_BACKBONE in run_of else out / "judge") / "pca"
+    if JUDGE_BACKBONE not in run_of:  # the judge is not among the compared: fit its PCA alone
+        fit_layout_pca(backbone_config(cfg, JUDGE_BACKBONE, out / "judge", judge_pca))
     val = split_dataset(cfg, cfg.data.val_split)
     sources = [val[i] for i in range(min(c.num_sources, len(val)))]
     source_pixels = torch.stack([s["pixel_values"] for s in sources])
     rows, layouts, samples = [], {}, {}
-    for backbone in sd_first:
+    for backbone in judge_first:
         bcfg = backbone_config(cfg, backbone, run_of[backbone], judge_pca)
         print(f"\n== {backbone} ({bcfg.output_dir})", flush=True)
         start = time.perf_counter()
         fit_layout_pca(bcfg)
         pca = load_pca(bcfg.layout.pca_dir)
-        row = {"backbone": backbone, "model": bcfg.layout.backbone_model or ("model.pretrained" if backbone == "sd"
-                                                                              else "default"),
+        default = "default" if get_backbone(backbone).transformer else "model.pretrained"
+        row = {"backbone": backbone, "model": bcfg.layout.backbone_model or default,
                "feature_channels": pca.feature_dim, "n_components": pca.n_components,
                "explained_variance": float(pca.explained_variance_ratio.sum())}
         layouts[backbone], row["extraction_images_per_s"] = layouts_and_rate(bcfg, source_pixels)
@@ -140,8 +144,7 @@ def compare(cfg: LumenConfig) -> dict:
             samples[backbone] = [np.asarray(Image.open(samples_json.parent / r["file"]).convert("RGB"))
                                  for r in records if r["repeat"] == 0]
             judged = evaluate(bcfg)["rows"][0]
-            row.update(layout_cosine=judged["layout_cosine"], layout_kmeans_ari=judged["layout_kmeans_ari"],
-                       diversity=judged["diversity"], miou=judged["miou"])
+            row.update({name: judged[name] for name in METRICS})
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     result = {"judge_pca": str(judge_pca), "train_steps": c.train_steps, "sources": [s["image_id"] for s in sources],
@@ -162,17 +165,16 @@ def compare(cfg: LumenConfig) -> dict:
 def comparison_table(result: dict) -> str:
     fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     pck_keys = list(next((row["pck"] for row in result["rows"] if row.get("pck")), {}))
-    lines = ["| backbone | feature channels | explained variance | extraction img/s | layout cosine | k-means ARI | "
-             "diversity | mIoU |" + "".join(f" {k} |" for k in pck_keys),
-             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(pck_keys)]
+    lines = ["| backbone | feature channels | explained variance | extraction img/s | "
+             + " | ".join(m.title for m in METRICS.values()) + " |" + "".join(f" {k} |" for k in pck_keys),
+             "|---|---:|---:|---:|" + "---:|" * (len(METRICS) + len(pck_keys))]
     for row in result["rows"]:
         lines.append(f"| {row['backbone']} | {row['feature_channels']} | {fmt(row['explained_variance'])} "
                      f"(N = {row['n_components']}) | {fmt(row['extraction_images_per_s'], 1)} | "
-                     f"{fmt(row.get('layout_cosine'))} | {fmt(row.get('layout_kmeans_ari'))} | "
-                     f"{fmt(row.get('diversity'))} | {fmt(row.get('miou'))} |"
+                     + " | ".join(fmt(row.get(name)) for name in METRICS) + " |"
                      + "".join(f" {fmt(100 * row['pck'][k], 1) if row.get('pck') else '-'} |" for k in pck_keys))
-    lines += ["", f"Fidelity, ARI and diversity are measured with one judge, the SD layouts of {result['judge_pca']}, "
-                  f"for every backbone ({result['train_steps']} training steps each)."]
+    lines += ["", f"The metrics are measured with one judge, the {JUDGE_BACKBONE} layouts of {result['judge_pca']}, "
+                  f"for every backbone ({result['train_steps']} training steps each):", *metric_notes()]
     if pck_keys:
         lines.append(f"PCK (%) on {result['benchmark']}, each backbone's raw features.")
     return "\n".join(lines) + "\n"

@@ -16,14 +16,15 @@ from pathlib import Path
 from PIL import Image
 
 from lumen.config import DataConfig
-from lumen.data.sources.coco import DataLayoutError, resolve_split_paths
-from lumen.data.sources.writers import coco_captioned_images, write_hf_dataset, write_imagefolder, write_webdataset
+from lumen.data.sources import DATA_SOURCES
+from lumen.data.sources.coco import DataLayoutError, coco_captioned_images, resolve_split_paths
 from lumen.data.split_index import load_image
 from lumen.errors import LumenError, run_cli
 
 PROG = "convert_data.py"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-WRITERS = {"imagefolder": write_imagefolder, "hf_dataset": write_hf_dataset, "webdataset": write_webdataset}
+# Every registered source with a writer (lumen.data.sources): the layouts --to takes.
+WRITERS = {name: spec.write for name, spec in DATA_SOURCES.items() if spec.write is not None}
 
 
 def captioned_folder(folder: Path) -> tuple[list[tuple[Path, list[str]]], list[Path]]:

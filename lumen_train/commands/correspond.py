@@ -103,7 +103,7 @@ def match_two(cfg: LumenConfig, dense: DenseFeatures, out: Path) -> Path:
     picture = draw_matches(source, target, matches.source[keep].numpy(), matches.target[keep].numpy(),
                            out / "matches.png")
     write_text_atomically(out / "matches.json", json.dumps({
-        "source": str(c.source), "target": str(c.target), "backbone": cfg.layout.backbone.value,
+        "source": str(c.source), "target": str(c.target), "backbone": cfg.layout.backbone,
         "features": c.features.value, "source_size": [source.width, source.height],
         "target_size": [target.width, target.height], "mutual_only": c.mutual, "matches": rows}, indent=2))
     print(f"{len(rows)} matches ({int(matches.mutual.sum())} of {len(points)} mutual), mean similarity "
@@ -178,11 +178,11 @@ def pck_benchmark(cfg: LumenConfig, dense: DenseFeatures, out: Path) -> dict:
             bar.update(len(chunk))
     categories = [*sorted(k for k in counted if k != "all"), "all"]
     table = {cat: {f"PCK@{alpha}": correct[alpha][cat] / counted[cat] for alpha in c.alphas} for cat in categories}
-    result = {"benchmark": str(c.benchmark), "split": c.split, "backbone": cfg.layout.backbone.value,
+    result = {"benchmark": str(c.benchmark), "split": c.split, "backbone": cfg.layout.backbone,
               "features": c.features.value, "reference": c.pck_reference.value, "pairs": len(pairs),
               "keypoints": counted["all"], "skipped": problems, "pck": table}
     header = "| category | keypoints | " + " | ".join(f"PCK@{a}" for a in c.alphas) + " |"
-    lines = [f"PCK on {c.benchmark} ({c.split}, {len(pairs)} pairs), backbone {cfg.layout.backbone.value}, "
+    lines = [f"PCK on {c.benchmark} ({c.split}, {len(pairs)} pairs), backbone {cfg.layout.backbone}, "
              f"alpha x the target's {'bounding box' if c.pck_reference.value == 'bbox' else 'image'} (larger side)",
              "", header, "|" + "---|" * (2 + len(c.alphas))]
     for cat in categories:

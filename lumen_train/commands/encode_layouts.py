@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, load_components, split_dataset
-from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
-from lumen.data.sources.webdataset import open_webdataset_split
+from lumen.config import LumenConfig, config_from_argv, save_config
+from lumen.data.sources import get_data_source
 from lumen.errors import run_cli
 from lumen.layout.cache import check_cache_settings, load_cache, write_cache_settings, write_layout_pictures
 from lumen.layout.encoder import LayoutEncoder
@@ -43,10 +43,10 @@ def encode_layouts(cfg: LumenConfig) -> Path:
         parts = load_components(cfg, accelerator.device, dtype)
         extractor = build_extractor(cfg, parts)
         encoder = LayoutEncoder(pca)  # the cache keeps every component; truncation happens where layouts are used
+        source = get_data_source(cfg.data.source)
         for split in cfg.encode.splits:
-            if cfg.data.source == DataSource.webdataset:
-                stream = open_webdataset_split(cfg.data.shards, cfg.data.root, split, cfg.data.image_column,
-                                               cfg.data.caption_column)
+            if source.streams:  # one cache shard per stream shard, each process its own
+                stream = source.open_stream(cfg.data, split, True)
                 index, problems = encode_stream_split(accelerator, stream, out / split, extractor, encoder,
                                                       cfg.data.resolution, cfg.layout.batch_size,
                                                       cfg.data.max_bad_fraction)

@@ -18,7 +18,14 @@ from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, config_for_layout, layout_dtype, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.errors import LumenError, run_cli
-from lumen.evaluation.scoring import DIVERSITY_METRIC, markdown_table, score_images, segmentation_scores, summarise
+from lumen.evaluation.metrics import METRICS
+from lumen.evaluation.scoring import (
+    JUDGE_BACKBONE,
+    markdown_table,
+    score_images,
+    segment_images,
+    summarise,
+)
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.layout.settings import LayoutSettings
@@ -31,15 +38,16 @@ class EvaluationInputError(LumenError, ValueError):
 
 
 def judge_pca_dir(cfg: LumenConfig, metadata: dict, path: Path) -> str:
-    """The PCA whose backbone measures the samples: evaluate.judge_pca, or the samples' own for SD layouts."""
+    """The PCA whose backbone measures the samples: evaluate.judge_pca, or the samples' own when they come from
+    the judge's backbone (``JUDGE_BACKBONE``)."""
     if cfg.evaluate.judge_pca:
         return cfg.evaluate.judge_pca
     made_with = metadata["settings"]["lumen"]["layout"]["backbone"]
-    if made_with != "sd":
+    if made_with != JUDGE_BACKBONE:
         raise EvaluationInputError(
             f"the samples in {path} come from {made_with} layouts: measured with their own backbone, they cannot be "
             f"compared with another backbone's. Give the judge: evaluate.judge_pca=<a PCA fitted with "
-            f"layout.backbone=sd> (the SD features, one ruler for every backbone), or evaluate.judge_pca="
+            f"layout.backbone={JUDGE_BACKBONE}> (one ruler for every backbone), or evaluate.judge_pca="
             f"{cfg.layout.pca_dir} to measure with this run's own backbone")
     return cfg.layout.pca_dir
 
@@ -75,17 +83,21 @@ def evaluate(cfg: LumenConfig) -> dict:
     for source in sources:
         source.from_cache = source.from_cache and own  # the cache holds the samples' own layouts only
     source_layouts = dict(zip(used, compute_layouts(sources, extractor, encoder, Path(cfg.output_dir) / "cache")))
-    per_image, features = score_images(records, path.parent, source_layouts, extractor, encoder, e.kmeans_clusters)
-    miou, note = {}, "skipped: no segmenter given (evaluate.segmenter=PATH of a transformers segmentation model)"
+    segmentations = None
+    note = "skipped: no segmenter given (evaluate.segmenter=PATH of a transformers segmentation model)"
     if e.segmenter:
-        miou = segmentation_scores(e.segmenter, e.segmenter_label_offset, records, path.parent,
-                                   lambda i: label_map(cfg, metadata["sources"][i]))
+        segmentations = segment_images(e.segmenter, e.segmenter_label_offset, records, path.parent,
+                                       lambda i: label_map(cfg, metadata["sources"][i]))
         note = f"segmenter {e.segmenter}"
+    per_image, features = score_images(records, path.parent, source_layouts, extractor, encoder, e.kmeans_clusters,
+                                       segmentations)
     all_components = metadata["settings"]["lumen"]["n_components"]
-    result = {"samples": str(path), "judge": {"pca_dir": str(judge_dir), "backbone": judge.layout.backbone.value,
+    result = {"samples": str(path), "judge": {"pca_dir": str(judge_dir), "backbone": judge.layout.backbone,
                                               "pca_fingerprint": pca.fingerprint(), "own": own},
-              "diversity_metric": DIVERSITY_METRIC, "segmentation": note,
-              "rows": summarise(records, per_image, features, miou, all_components), "per_image": per_image}
+              "metrics": {m.name: {"title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better}
+                          for m in METRICS.values()},
+              "segmentation": note, "rows": summarise(records, per_image, features, all_components),
+              "per_image": per_image}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     table = markdown_table(result)
     (out / "metrics.md").write_text(table)

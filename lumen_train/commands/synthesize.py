@@ -20,9 +20,8 @@ from tqdm import tqdm
 
 from lumen.artifacts import ensure_writable, shard_ranges, shards_of_process
 from lumen.build import SamplingSetup, split_dataset
-from lumen.config import DataSource, LumenConfig, config_from_argv, save_config
-from lumen.data.sources.coco import resolve_split_paths
-from lumen.data.sources.writers import WRITERS
+from lumen.config import LumenConfig, config_from_argv, save_config
+from lumen.data.sources import get_data_source
 from lumen.errors import LumenError, run_cli
 from lumen.sampling.generated_dataset import SyntheticSplit, merge_shards, synthesize_shard, write_in_format
 from lumen_train.distributed import close_processes, make_accelerator
@@ -57,16 +56,17 @@ def synthesize(cfg: LumenConfig) -> Path:
     s = cfg.synthesize
     accelerator = make_accelerator()
     try:
-        coco = cfg.data.source == DataSource.coco
+        source = get_data_source(cfg.data.source)
+        native = source.write is None  # the generator's own layout (COCO's) is the source's
         out = ensure_writable(s.out_root, "the synthetic data set")
-        if not coco and any(out.iterdir()):
-            raise LumenError(f"synthesize.out_root={out} is not empty; the {cfg.data.source.value} data set is "
+        if not native and any(out.iterdir()):
+            raise LumenError(f"synthesize.out_root={out} is not empty; the {cfg.data.source} data set is "
                              f"written there as a new folder: choose an empty or new one")
         # Other sources are generated in a working folder beside out_root, then written in their own layout.
-        work = out if coco else out.with_name(out.name + ".work")
+        work = out if native else out.with_name(out.name + ".work")
         target = SyntheticSplit(work, s.out_split or s.split)
         setup = SamplingSetup(cfg, cfg.sample.controlnet)
-        has_labels = coco and resolve_split_paths(cfg.data, s.split).label_maps_dir is not None
+        has_labels = native and source.label_maps is not None and source.label_maps(cfg.data, s.split) is not None
         dataset = split_dataset(cfg, s.split, labels="stuffthingmaps" if has_labels else "none", head=s.limit)
         count = len(dataset) if s.limit is None else min(s.limit, len(dataset))
         if accelerator.is_main_process:
@@ -82,9 +82,9 @@ def synthesize(cfg: LumenConfig) -> Path:
                       "source_split": s.split, "prompts": list(s.prompts), "images_per_source": s.images_per_source,
                       "seed": cfg.sample.seed}
         merge = None
-        if not coco:
+        if not native:
             def merge():
-                return write_in_format(target, len(ranges), WRITERS[cfg.data.source.value], out, provenance)
+                return write_in_format(target, len(ranges), source.write, out, provenance)
         ranges = shard_ranges(count, s.shard_size)
         summary = synthesize_on_processes(accelerator, target, ranges, s.images_per_source, make_shard, has_labels,
                                           provenance, merge=merge)
@@ -92,8 +92,8 @@ def synthesize(cfg: LumenConfig) -> Path:
         close_processes(accelerator)
     if summary is not None:
         print(f"{summary['images']} generated images in {out} (split '{target.split}', "
-              f"{cfg.data.source.value} layout); {len(summary['skipped_sources'])} unusable source images skipped")
-        print(f"check it: python scripts/doctor.py CONFIG data.source={cfg.data.source.value} data.root={out} "
+              f"{cfg.data.source} layout); {len(summary['skipped_sources'])} unusable source images skipped")
+        print(f"check it: python scripts/doctor.py CONFIG data.source={cfg.data.source} data.root={out} "
               f"data.train_split={target.split} data.val_split={target.split}")
     return out
 

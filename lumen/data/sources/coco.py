@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from lumen.config import DataConfig, DataLayout
+from lumen.data.sources.registry import DataSourceSpec, register
 from lumen.data.split_index import DataLayoutError, ImageRecord, SplitIndex
 
 logger = logging.getLogger(__name__)
@@ -154,3 +155,29 @@ def read_split(paths: SplitPaths, limit: Optional[int] = None, load_stuff: bool 
         empty_captions=empty,
         stuff_annotations=stuff,
     )
+
+
+def coco_captioned_images(images_dir: str | Path, captions_file: str | Path, limit: int | None = None
+                          ) -> list[tuple[Path, list[str]]]:
+    """``(image file, captions)`` of a COCO captions file, by image id (the first ``limit``)."""
+    data = json.loads(Path(captions_file).read_text(encoding="utf-8"))
+    captions: dict[int, list[tuple[int, str]]] = {}
+    for ann in data["annotations"]:
+        captions.setdefault(int(ann["image_id"]), []).append((int(ann["id"]), str(ann["caption"]).strip()))
+    images = sorted(data["images"], key=lambda im: int(im["id"]))[:limit]
+    return [(Path(images_dir) / im["file_name"], [c for _, c in sorted(captions.get(int(im["id"]), []))])
+            for im in images]
+
+
+def read(data: DataConfig, split: str, head: Optional[int], image_ids: Optional[list[int]],
+         load_stuff: bool) -> SplitIndex:
+    return read_split(resolve_split_paths(data, split), limit=data.limit, load_stuff=load_stuff)
+
+
+def label_maps(data: DataConfig, split: str) -> Optional[Path]:
+    return resolve_split_paths(data, split).label_maps_dir
+
+
+SPEC: DataSourceSpec = register(DataSourceSpec(
+    name="coco", summary="COCO 2017 / COCO-Stuff: {split}2017/ folders and annotations/captions_{split}2017.json",
+    read_split=read, label_maps=label_maps))

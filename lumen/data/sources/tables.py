@@ -12,8 +12,6 @@ cannot be decoded is found, named and skipped where it is read, as for COCO.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -138,105 +136,8 @@ def table_index(table, split: str, location: str, image_column: Optional[str], c
                       table=table.select_columns([column]), image_column=column, caption_columns=texts)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def check_json_lines(path: Path) -> None:
-    """Refuse a JSON-lines file with a line that is not a JSON object, naming the file and the line (the loader
-    would report a parser's error without either)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                what = err.msg.removesuffix(" at")  # some of json's messages end with "at"
-                raise DataLayoutError(f"{path}, line {number}: not valid JSON ({what} at column {err.colno}); "
-                                      f"each line holds one image's row, e.g. "
-                                      f'{{"file_name": "a.jpg", "text": "a caption"}}') from None
-            if not isinstance(row, dict):
-                raise DataLayoutError(f"{path}, line {number}: a JSON {type(row).__name__}, not an object with "
-                                      f"file_name and a caption column")
-
-
-def read_imagefolder_split(root: str | Path, split: str, image_column: Optional[str], caption_column: Any,
-                           limit: Optional[int] = None) -> SplitIndex:
-    """A split of an image folder, read by ``datasets``' imagefolder loader."""
-    import datasets
-
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise DataLayoutError(f"data.root={root}: no such folder (data.source=imagefolder expects a folder of "
-                              f"images with metadata.jsonl or metadata.csv; see data/README.md)")
-    if not any(folder.rglob("metadata.jsonl")) and not any(folder.rglob("metadata.csv")):
-        raise DataLayoutError(f"{folder} has no metadata.jsonl or metadata.csv: the captions go there, one row per "
-                              f"image (file_name and a caption column; see data/README.md)")
-    for metadata in sorted(folder.rglob("metadata.jsonl")):
-        check_json_lines(metadata)
-    try:
-        tables = datasets.load_dataset("imagefolder", data_dir=str(folder))
-    except Exception as err:  # metadata parse errors come as pyarrow, datasets and value errors
-        raise DataLayoutError(f"cannot read the image folder {folder} ({type(err).__name__}: {_first_line(err)}). "
-                              f"Each metadata row needs file_name, and a caption column holds strings in "
-                              f"every row or lists in every row") from None
-    name = pick_split(list(tables), split, str(folder))
-    return table_index(tables[name], name, str(folder), image_column, caption_column, limit, root=folder)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _where_to_put_dataset(name: str) -> str:
-    short = name.split("/")[-1]
-    return (f"To use '{name}' without network access, save it once on a machine that has access\n"
-            f"  (python -c \"import datasets; datasets.load_dataset('{name}').save_to_disk('data/{short}')\")\n"
-            f"and point the config at that folder (data.root=data/{short}), or copy a Hugging Face cache that "
-            f"holds it to this machine (HF_HOME).")
-
-
-def open_hf_dataset(root: str):
-    """``root`` as a ``datasets.DatasetDict`` (a single saved ``Dataset`` is its ``train`` split): a
-    ``save_to_disk`` folder, or a dataset id from the Hugging Face cache or the hub. A dataset that can be
-    neither found nor fetched is refused at once, with the way to bring it here."""
-    import datasets
-
-    path = Path(root).expanduser()
-    if path.exists():
-        if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-            raise DataLayoutError(f"data.root={root} is not a save_to_disk folder (no dataset_dict.json or "
-                                  f"state.json); for a folder of images use data.source=imagefolder")
-        try:
-            loaded = datasets.load_from_disk(str(path))
-        except Exception as err:
-            raise DataLayoutError(f"cannot read the dataset in {path} ({type(err).__name__}: {_first_line(err)}); "
-                                  f"save it again with save_to_disk") from None
-        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-    from huggingface_hub import constants, dataset_info
-
-    cached = (Path(constants.HF_HUB_CACHE) / f"datasets--{root.replace('/', '--')}").is_dir()
-    if not cached:
-        if _offline():
-            raise DataLayoutError(f"'{root}' is neither a folder nor a dataset in the Hugging Face cache, and "
-                                  f"HF_HUB_OFFLINE is set.\n" + _where_to_put_dataset(root))
-        try:
-            dataset_info(root, timeout=10)
-        except Exception as err:  # network errors, unknown or gated repositories: all mean "cannot fetch"
-            reason = f"{type(err).__name__}: {_first_line(err)}"
-            raise DataLayoutError(f"cannot fetch the dataset '{root}' from the Hugging Face Hub ({reason}).\n"
-                                  + _where_to_put_dataset(root)) from None
-    try:
-        return datasets.load_dataset(root)
-    except Exception as err:
-        raise DataLayoutError(f"cannot load the dataset '{root}' ({type(err).__name__}: {_first_line(err)}).\n"
-                              + _where_to_put_dataset(root)) from None
-
-
-def read_hf_split(root: str, split: str, image_column: Optional[str], caption_column: Any,
-                  limit: Optional[int] = None) -> SplitIndex:
-    """A split of a Hugging Face dataset (``open_hf_dataset``)."""
-    tables = open_hf_dataset(root)
-    name = pick_split(list(tables), split, root)
-    return table_index(tables[name], name, root, image_column, caption_column, limit)

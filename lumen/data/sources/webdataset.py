@@ -15,14 +15,17 @@ from __future__ import annotations
 import glob
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from lumen.config import DataConfig
 from lumen.data.sources.coco import DataLayoutError
+from lumen.data.sources.registry import CaptionedImages, DataSourceSpec, fresh_folder, register
 from lumen.data.sources.tables import captions_of
 from lumen.data.split_index import ImageRecord, SplitIndex, stable_id
+from lumen.errors import LumenError, writing
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 CAPTION_MEMBERS = ("txt", "caption", "text", "json.caption", "json.captions")
@@ -261,3 +264,59 @@ def open_webdataset_split(pattern: str, root: str, split: str, image_member: Opt
             raise DataLayoutError(f"data.caption_column: no member {', '.join(repr(c) for c in missing)} in {where}; "
                                   f"their members: {', '.join(members + nested)}")
     return WebDatasetSplit(split, urls, image_member, captions, truncated)
+
+
+class StreamingSourceError(LumenError, ValueError):
+    """A stage asked a streaming source for a whole split as a list."""
+
+
+def open_stream(data: DataConfig, split: str, check_ends: bool = True) -> WebDatasetSplit:
+    return open_webdataset_split(data.shards, data.root, split, data.image_column, data.caption_column,
+                                 check_ends=check_ends)
+
+
+def read(data: DataConfig, split: str, head: Optional[int], image_ids: Optional[list[int]],
+         load_stuff: bool) -> SplitIndex:
+    """Tar shards are never listed whole: the images ``image_ids``, or the first ``head`` (spread over the shards),
+    or the first ``data.limit``."""
+    stream = open_stream(data, split)
+    if image_ids is not None:
+        return stream.find_index(list(image_ids))
+    counts = [x for x in (head, data.limit) if x is not None]
+    if not counts:
+        raise StreamingSourceError(
+            f"data.source=webdataset streams split '{split}'; this stage reads a whole split as a list: train "
+            f"from the layout cache (scripts/encode_layouts.py, train.use_cache=true), or set data.limit to read "
+            f"the first N images as a list")
+    return stream.head_index(min(counts))
+
+
+def write_webdataset(out: str | Path, splits: Mapping[str, CaptionedImages], shard_size: int = 1000) -> Path:
+    """``out/<split>/<000000>.tar`` ...: each sample an image member (the file, its own extension) and a ``txt``
+    member with one caption per line, ``shard_size`` samples per shard; keys are the images' stems."""
+    import io
+    import tarfile
+
+    out = Path(out)
+    tmp = fresh_folder(out)
+    with writing(tmp, "the shards"):
+        for split, items in splits.items():
+            folder = tmp / split
+            folder.mkdir(parents=True)
+            for start in range(0, len(items), shard_size):
+                with tarfile.open(folder / f"{start // shard_size:06d}.tar", "w") as tar:
+                    for path, captions in items[start:start + shard_size]:
+                        path = Path(path)
+                        members = ((path.suffix.lstrip(".").lower(), path.read_bytes()),
+                                   ("txt", "\n".join(captions).encode("utf-8")))
+                        for extension, data in members:
+                            info = tarfile.TarInfo(f"{path.stem}.{extension}")
+                            info.size = len(data)
+                            tar.addfile(info, io.BytesIO(data))
+        tmp.rename(out)
+    return out
+
+
+SPEC: DataSourceSpec = register(DataSourceSpec(
+    name="webdataset", summary="tar shards of image + caption members, read streaming (local or fsspec URLs)",
+    read_split=read, write=write_webdataset, streams=True, open_stream=open_stream))
