@@ -31,7 +31,7 @@ class FolderInUseError(LumenError, RuntimeError):
 class FolderLock:
     """Args:
         folder: the folder to lock (made if missing).
-        command: what takes the lock, for the message another command gets (e.g. "train_controlnet.py").
+        command: what takes the lock, for the message another command gets (e.g. "lumen train").
         name: the lock file's name inside ``folder``.
     """
 

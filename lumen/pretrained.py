@@ -139,7 +139,7 @@ def resolve_model_location(model: str, revision: Optional[str] = None, key: str 
             raise ModelNotFoundError(
                 f"{path} is not a complete diffusers folder: missing subfolder(s) {', '.join(missing)}. "
                 f"Save the model with StableDiffusionPipeline.save_pretrained, or build the tiny one with "
-                f"'python scripts/make_tiny_sd.py {path}'."
+                f"'lumen make-tiny-sd {path}'."
             )
         return str(path), True
 

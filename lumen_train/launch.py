@@ -1,6 +1,8 @@
-"""accelerate launch, with Lumen's exit codes: python train/launch.py [accelerate launch options] SCRIPT [args]
+"""accelerate launch, with Lumen's exit codes: lumen launch [accelerate launch options] <command> [args]
 
-Takes exactly the arguments of `accelerate launch` and runs accelerate's own launcher in this process (torch
+Takes the arguments of `accelerate launch`, with a ``lumen`` command (run in each process as
+``python -m lumen_train <command>``) or a script in place of the training script, and runs accelerate's own
+launcher in this process (torch
 elastic under it, as always); only how a run that ends early is reported differs. accelerate's launcher answers
 a worker that exits non-zero with torch elastic's traceback and exit code 1, and a Ctrl-C / SIGTERM sent to the
 launcher with 128 + the signal, whatever the workers did. Here each process records how it ended (exit code and
@@ -28,7 +30,7 @@ from typing import Optional
 
 from lumen.errors import EXIT_STOPPED, EXIT_USER_ERROR, LAUNCH_REPORTS_ENV
 
-PROG = "launch.py"
+PROG = "lumen launch"
 
 
 def _run(launch_command, args) -> tuple[Optional[signal.Signals], Optional[dict[int, int]]]:
@@ -99,10 +101,22 @@ def _verdict(stopped_by: Optional[signal.Signals], failures: Optional[dict[int, 
     return 1
 
 
+def accelerate_arguments(argv: list[str]) -> list[str]:
+    """``[accelerate options] <command> [args]`` -> accelerate launch's arguments, the command run as the module
+    ``lumen_train``; a script path (and anything else) is passed on as accelerate launch takes it."""
+    from lumen_train.cli import COMMANDS
+
+    for position, arg in enumerate(argv):
+        if arg in COMMANDS and arg != "launch":
+            return [*argv[:position], "--module", "lumen_train", *argv[position:]]
+    return list(argv)
+
+
 def main(argv=None) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
 
-    args = launch_command_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = launch_command_parser().parse_args(accelerate_arguments(argv))
     # torch elastic logs each process that exits non-zero, and each one it then ends, as it happens; the verdict
     # below says the same once, in Lumen's terms.
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
@@ -120,12 +134,3 @@ def main(argv=None) -> int:
         else:
             os.environ[LAUNCH_REPORTS_ENV] = previous
     return _verdict(stopped_by, failures, reports)
-
-
-def cli() -> None:
-    """``train/launch.py`` and ``lumen-launch``."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    cli()

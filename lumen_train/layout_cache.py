@@ -95,7 +95,7 @@ def encode_split(accelerator: Accelerator, dataset, split: str, split_dir: Path,
         finish_split(split_dir, len(ranges), extra={"split": split, "images": len(dataset)})
     accelerator.wait_for_everyone()
     problems.check(len(dataset))
-    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
+    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run lumen encode-layouts again")
     return index, problems
 
 
@@ -123,7 +123,7 @@ def encode_stream_split(accelerator: Accelerator, stream, split_dir: Path, extra
     if accelerator.is_main_process:
         finish_split(split_dir, len(urls), extra={"split": split, "shards_read": urls})
     accelerator.wait_for_everyone()
-    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run scripts/encode_layouts.py again")
+    index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", "run lumen encode-layouts again")
     problems.check(index["images"])
     return index, problems
 
@@ -132,7 +132,7 @@ def verify_cache_split(accelerator: Accelerator, cache_dir: Path, split: str) ->
     """Check every shard's SHA-256 sums before training reads the split, each process a disjoint share of the
     shards; raises ``CacheDamagedError`` on every process alike, naming each changed shard."""
     index = read_json(cache_dir / split / INDEX_FILE, f"the cache of split '{split}'",
-                      "run 'python scripts/encode_layouts.py CONFIG' again")
+                      "run 'lumen encode-layouts CONFIG' again")
     mine = shards_of_process(len(index["shards"]), accelerator.process_index, accelerator.num_processes)
     with tqdm(total=len(mine), desc=f"verify cache {split}", unit="shard",
               disable=not accelerator.is_main_process) as bar:
@@ -142,5 +142,5 @@ def verify_cache_split(accelerator: Accelerator, cache_dir: Path, split: str) ->
     if changed:
         raise CacheDamagedError(
             f"the cache of split '{split}' in {cache_dir} changed since it was written: {', '.join(sorted(changed))}. "
-            f"Run 'python scripts/encode_layouts.py CONFIG' again: it re-encodes those shards (or skip this check "
+            f"Run 'lumen encode-layouts CONFIG' again: it re-encodes those shards (or skip this check "
             f"with train.verify_cache=false)")

@@ -203,7 +203,7 @@ class Trainer:
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is too much
 
         # 2. The output folder: this run's alone (a lock for its lifetime), holding no other run's results.
-        self.lock = lock_folder_on_main(acc, self.out, "train_controlnet.py")
+        self.lock = lock_folder_on_main(acc, self.out, "lumen train")
         self.resume_from = resolve_checkpoint(self.out, t.resume_from_checkpoint) if t.resume_from_checkpoint else None
         stale = check_output_dir(self.out, self.resume_from, t.overwrite_output_dir,
                                  resume_asked=t.resume_from_checkpoint is not None)
@@ -606,7 +606,7 @@ class Trainer:
                 f"unusable (all processes together), more than data.max_bad_fraction="
                 f"{self.cfg.data.max_bad_fraction}. This process met:\n"
                 + self.problems.summary(self.images_read if self.streaming else len(self.dataset))
-                + "\nRun scripts/doctor.py on the data set.")
+                + "\nRun lumen doctor on the data set.")
         return Health(losses=losses, stop_requested=stops > 0)
 
     def log(self, health: Health, bar) -> None:

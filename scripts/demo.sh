@@ -7,4 +7,4 @@ start=$(date +%s)
 bash scripts/setup.sh
 export LUMEN_DEMO_SETUP_SECONDS=$(( $(date +%s) - start ))   # shown in the demo's table of stage times
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # the demo needs nothing from the Hub
-exec .venv/bin/python scripts/demo.py "$@"
+exec "${LUMEN_VENV:-.venv}/bin/lumen" demo "$@"

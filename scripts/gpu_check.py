@@ -8,7 +8,7 @@ a run cut short keeps what it measured):
      then the largest batch that fits (gradient checkpointing on);
   2. Lumen's cached step against the step of diffusers' ControlNet example at batch 8 (the ratio);
   3. the cached DataLoader's read speed alone, and a torch.profiler table of the eager step's top kernels;
-  4. a 20-step end-to-end train/train_controlnet.py run in bf16 and one in fp16, with validation;
+  4. a 20-step end-to-end `lumen train` run in bf16 and one in fp16, with validation;
   5. layout extraction images/s (scripts/bench_layouts.py: SD early exit and the ViT backbones);
   6. the torch.compile'd training step at the same batch sizes (compilation takes minutes);
   7. sampling s/image at 20 steps, batch 16, eager and compiled (scripts/bench_sample.py).
@@ -265,7 +265,7 @@ def end_to_end(report: Report, scale: Scale, work: Path, cuda: bool, timeout: fl
             if not (out / folder).exists():
                 (out / folder).symlink_to(work / "run" / folder)
         start = time.perf_counter()
-        code, output = run_logged([sys.executable, "train/train_controlnet.py", *args], timeout)
+        code, output = run_logged([sys.executable, "-m", "lumen_train", "train", *args], timeout)
         seconds = time.perf_counter() - start
         grids = sorted(p.name for p in (out / "validation").glob("*.png")) if (out / "validation").is_dir() else []
         finished = code == 0 and (out / "controlnet" / "lumen.json").is_file() and bool(grids)

@@ -76,7 +76,7 @@ def test_a_truncated_pca_is_refused_with_the_command_that_remakes_it(fitted):
     with pytest.raises(DamagedArtifactError) as err:
         load_pca(fitted / "pca")
     assert f"pca.safetensors is {size // 2} bytes, {size} were written" in str(err.value)
-    assert "fit_pca.py CONFIG pca.overwrite=true" in str(err.value)
+    assert "lumen fit-pca CONFIG pca.overwrite=true" in str(err.value)
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_a_changed_shard_file_of_the_same_size_is_found_by_its_checksum(encoded,
 
 def test_a_deleted_shard_is_named_with_the_command_that_repairs_it(encoded):
     shutil.rmtree(encoded / "train" / "shard-00000")
-    with pytest.raises(CacheDamagedError, match="shard-00000 is damaged \\(missing\\).*encode_layouts.py"):
+    with pytest.raises(CacheDamagedError, match="shard-00000 is damaged \\(missing\\).*lumen encode-layouts"):
         load_cache(encoded, "train")
 
 
@@ -153,7 +153,7 @@ def test_a_damaged_pca_is_not_reused_and_the_message_says_how_to_refit(fitted, t
     with pytest.raises(DamagedArtifactError) as err:
         fit_pca.main(tiny_args)
     assert str(err.value) == (f"the PCA in {fitted / 'pca'} is damaged (pca.safetensors has changed since it was "
-                              f"written (SHA-256 differs)); refit it: python scripts/fit_pca.py CONFIG "
+                              f"written (SHA-256 differs)); refit it: lumen fit-pca CONFIG "
                               f"pca.overwrite=true")
     assert fit_pca.main([*tiny_args, "pca.overwrite=true"]) == 0
     assert fit_pca.main(tiny_args) == 0  # the refitted one verifies and is reused
@@ -172,7 +172,7 @@ def test_training_verifies_every_cache_shard_before_reading_it(encoded, tiny_arg
         train_controlnet.main(train)
     assert str(err.value).startswith(
         f"the cache of split 'train' in {encoded} changed since it was written: shard-00002 (data-00000-of-00001.arrow "
-        f"has changed since it was written (SHA-256 differs)). Run 'python scripts/encode_layouts.py CONFIG' again")
+        f"has changed since it was written (SHA-256 differs)). Run 'lumen encode-layouts CONFIG' again")
     assert train_controlnet.main([*train, "train.verify_cache=false"]) == 0
 
 

@@ -145,8 +145,8 @@ def test_every_backbone_trains_on_two_processes(backbone, tiny_args, tiny_backbo
     out = tmp_path / "run"
     args = backbone_args(tiny_args, tiny_backbones, backbone, out)
     assert fit_pca.main(args) == 0 and encode_layouts.main(args) == 0
-    command = [sys.executable, "train/launch.py", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-               "train/train_controlnet.py", *args, "train.batch_size=2"]
+    command = [sys.executable, "-m", "lumen_train", "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", "0", "train", *args, "train.batch_size=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -98,11 +98,11 @@ def test_a_backbone_folder_without_its_image_processor_is_refused_in_one_line(ti
 
     folder = shutil.copytree(tiny_backbones["dinov2"], tmp_path / "dinov2")
     (folder / "preprocessor_config.json").unlink()
-    code = run_cli(fit_pca.main, "fit_pca.py", [*tiny_args, "layout.backbone=dinov2",
+    code = run_cli(fit_pca.main, "lumen fit-pca", [*tiny_args, "layout.backbone=dinov2",
                                                 f"layout.backbone_model={folder}"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Loading weights" not in line]
     assert code == 2 and len(err) == 1, err
-    assert err[0] == (f"fit_pca.py: error: {folder} has no preprocessor_config.json: the dinov2 backbone's image "
+    assert err[0] == (f"lumen fit-pca: error: {folder} has no preprocessor_config.json: the dinov2 backbone's image "
                    f"processor (the normalisation its weights expect) is saved beside them. Save it there with "
                    f"AutoImageProcessor.from_pretrained(<its model id>).save_pretrained({folder}), or download the "
                    f"whole model again")

@@ -77,33 +77,33 @@ def expect(main, prog, argv, capsys, *snippets):
 
 
 def test_bad_numbers_for_every_entry_point(tiny_args, capsys):
-    for main, prog, override in [(fit_pca.main, "fit_pca.py", "pca.n_components=0"),
-                                 (encode_layouts.main, "encode_layouts.py", "layout.batch_size=0"),
-                                 (train_controlnet.main, "train_controlnet.py", "train.checkpointing_steps=0"),
-                                 (sample.main, "sample.py", "sample.num_inference_steps=0"),
-                                 (synthesize.main, "synthesize.py", "synthesize.images_per_source=100"),
-                                 (evaluate.main, "evaluate.py", "evaluate.kmeans_clusters=1"),
-                                 (demo.main, "demo.py", "data.resolution=100")]:
+    for main, prog, override in [(fit_pca.main, "lumen fit-pca", "pca.n_components=0"),
+                                 (encode_layouts.main, "lumen encode-layouts", "layout.batch_size=0"),
+                                 (train_controlnet.main, "lumen train", "train.checkpointing_steps=0"),
+                                 (sample.main, "lumen sample", "sample.num_inference_steps=0"),
+                                 (synthesize.main, "lumen synthesize", "synthesize.images_per_source=100"),
+                                 (evaluate.main, "lumen evaluate", "evaluate.kmeans_clusters=1"),
+                                 (demo.main, "lumen demo", "data.resolution=100")]:
         key = override.split("=")[0]
         expect(main, prog, [*tiny_args, override], capsys, f"{prog}: config error: bad value for config key '{key}'")
 
 
 def test_a_device_that_does_not_exist(trained_run, tmp_path, capsys):
-    expect(sample.main, "sample.py", [*trained_run, "sample.device=gpu", f"sample.out_dir={tmp_path}"], capsys,
+    expect(sample.main, "lumen sample", [*trained_run, "sample.device=gpu", f"sample.out_dir={tmp_path}"], capsys,
            "sample.device=gpu is not a device name")
 
 
 def test_a_damaged_model_is_named(tiny_args, damaged_model, capsys):
-    expect(fit_pca.main, "fit_pca.py", [*tiny_args, f"model.pretrained={damaged_model}"], capsys,
+    expect(fit_pca.main, "lumen fit-pca", [*tiny_args, f"model.pretrained={damaged_model}"], capsys,
            "cannot load the UNet from", "download or save the model again")
 
 
 def test_a_read_only_output_is_refused_before_the_work(tiny_args, train_args, trained_run, read_only_dir, capsys):
-    expect(fit_pca.main, "fit_pca.py", [*tiny_args, f"layout.pca_dir={read_only_dir}/pca"], capsys,
+    expect(fit_pca.main, "lumen fit-pca", [*tiny_args, f"layout.pca_dir={read_only_dir}/pca"], capsys,
            "cannot write the PCA")
-    expect(train_controlnet.main, "train_controlnet.py", [*train_args, f"output_dir={read_only_dir}/run"], capsys,
+    expect(train_controlnet.main, "lumen train", [*train_args, f"output_dir={read_only_dir}/run"], capsys,
            "cannot write the folder's lock file")
-    expect(sample.main, "sample.py", [*trained_run, f"sample.out_dir={read_only_dir}/samples"], capsys,
+    expect(sample.main, "lumen sample", [*trained_run, f"sample.out_dir={read_only_dir}/samples"], capsys,
            "cannot write the samples")
 
 
@@ -111,30 +111,30 @@ def test_damaged_artifacts_are_named_with_what_to_do(train_args, trained_run, tm
     out = Path(train_args[1].split("=", 1)[1])
     tensors = out / "pca" / "pca.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:1000])
-    expect(encode_layouts.main, "encode_layouts.py", train_args, capsys, "pca.safetensors is 1000 bytes",
-           "fit_pca.py CONFIG pca.overwrite=true")
+    expect(encode_layouts.main, "lumen encode-layouts", train_args, capsys, "pca.safetensors is 1000 bytes",
+           "lumen fit-pca CONFIG pca.overwrite=true")
     shutil.copy(Path(trained_run[1].split("=", 1)[1]) / "pca" / "pca.safetensors", tensors)
     shutil.rmtree(out / "cache" / "train" / "shard-00001")
-    expect(train_controlnet.main, "train_controlnet.py", train_args, capsys, "shard-00001 is damaged (missing)",
+    expect(train_controlnet.main, "lumen train", train_args, capsys, "shard-00001 is damaged (missing)",
            "it re-encodes shard-00001")
-    expect(train_controlnet.main, "train_controlnet.py", [*train_args, f"train.resume_from_checkpoint={tmp_path}"],
+    expect(train_controlnet.main, "lumen train", [*train_args, f"train.resume_from_checkpoint={tmp_path}"],
            capsys, "is not a complete checkpoint")
     # A ControlNet whose weights were cut short.
     controlnet = tmp_path / "controlnet"
     shutil.copytree(Path(trained_run[1].split("=", 1)[1]) / "controlnet", controlnet)
     weights = controlnet / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])
-    expect(sample.main, "sample.py", [*trained_run, f"sample.controlnet={controlnet}",
+    expect(sample.main, "lumen sample", [*trained_run, f"sample.controlnet={controlnet}",
                                       f"sample.out_dir={tmp_path / 's'}"], capsys, "cannot load the ControlNet")
     (tmp_path / "bad.json").write_text("{ not json")
-    expect(evaluate.main, "evaluate.py", [*trained_run, f"evaluate.samples={tmp_path / 'bad.json'}"], capsys,
+    expect(evaluate.main, "lumen evaluate", [*trained_run, f"evaluate.samples={tmp_path / 'bad.json'}"], capsys,
            "is damaged (not valid JSON")
-    expect(sample.main, "sample.py", [*trained_run, f"sample.replay={tmp_path / 'bad.json'}"], capsys,
+    expect(sample.main, "lumen sample", [*trained_run, f"sample.replay={tmp_path / 'bad.json'}"], capsys,
            "is damaged (not valid JSON")
 
 
 def test_make_tiny_sd_into_a_read_only_folder(read_only_dir, capsys):
-    expect(make_tiny_sd.main, "make_tiny_sd.py", [str(read_only_dir / "sd")], capsys, "make_tiny_sd.py: error:")
+    expect(make_tiny_sd.main, "lumen make-tiny-sd", [str(read_only_dir / "sd")], capsys, "lumen make-tiny-sd: error:")
 
 
 def env():
@@ -145,9 +145,9 @@ def test_the_command_lines_themselves_exit_2_without_a_traceback(train_args):
     """The same answers from real processes (what a user's shell sees)."""
     out = Path(train_args[1].split("=", 1)[1])
     shutil.rmtree(out / "cache" / "train" / "shard-00000")
-    for command in (["scripts/fit_pca.py", *train_args, "pca.n_components=0"],
-                    ["train/train_controlnet.py", *train_args],
-                    ["scripts/fit_pca.py", *train_args, "train.max_train_steps"]):
+    for command in (["-m", "lumen_train", "fit-pca", *train_args, "pca.n_components=0"],
+                    ["train/train_controlnet.py", *train_args],  # the script accelerate launch takes
+                    ["-m", "lumen_train", "fit-pca", *train_args, "train.max_train_steps"]):
         result = subprocess.run([sys.executable, *command], cwd=REPO, env=env(), capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 2, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""scripts/compare_backbones.py on the tiny config: one run per backbone, one judge, a table and a picture."""
+"""lumen compare-backbones on the tiny config: one run per backbone, one judge, a table and a picture."""
 
 import json
 

@@ -1,13 +1,17 @@
 """Every numeric config key has a valid range, checked at load for every entry point, naming key, value,
 source and what is valid."""
 
+import importlib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Union, get_args, get_origin, get_type_hints
 
 import pytest
 
+from lumen.backbones import BACKBONES
 from lumen.config import ConfigError, LumenConfig, Range, load_config, split_argv
+from lumen.data.sources import DATA_SOURCES
+from lumen_train.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "tiny.yaml"
@@ -139,18 +143,40 @@ def test_every_key_has_a_one_line_doc():
     assert not undocumented
 
 
-@pytest.mark.parametrize("command", ["fit_pca", "encode_layouts", "train_controlnet", "sample", "synthesize",
-                                     "evaluate", "doctor", "demo"])
-def test_every_entry_points_help_lists_every_key_with_its_default_and_doc(command, capsys):
-    import importlib
+CONFIG_COMMANDS = [name for name, command in COMMANDS.items() if name != "launch"
+                   and hasattr(importlib.import_module(command.module), "SECTIONS")]
 
-    module = importlib.import_module(f"lumen_train.commands.{command}")
+
+@pytest.mark.parametrize("name", CONFIG_COMMANDS)
+def test_each_commands_help_lists_the_keys_of_the_sections_it_reads_with_their_defaults_and_docs(name, capsys):
+    """`lumen <command> --help`: its purpose, then the top-level keys and those of its sections, each with its
+    default, what it accepts (ranges, choices from the registries) and its doc; no key of another section."""
+    module = importlib.import_module(COMMANDS[name].module)
     with pytest.raises(SystemExit) as exit_info:
-        module.main(["--help"])
+        main([name, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "data.resolution = 512 (a multiple of 8 >= 64)" in text and "train.log_every = 10 (an integer >= 1)" in text
-    assert "train.mixed_precision = no (no | fp16 | bf16)" in text
+    assert text.startswith(f"usage: lumen {name} ") and module.__doc__.splitlines()[0] in text
+    sections = module.SECTIONS
     for key, doc in documented_keys():
-        assert f"  {key} = " in text, key
-        assert doc.split()[0] in text
+        section = key.split(".")[0] if "." in key else None
+        listed = section is None or sections is None or section in sections
+        assert (f"  {key} = " in text) == listed, key
+        if listed:
+            assert doc.split()[0] in text
+    if sections is None or "data" in sections:
+        assert "data.resolution = 512 (a multiple of 8 >= 64)" in text
+        assert "data.source = coco (" + " | ".join(DATA_SOURCES) + ")" in text
+    if sections is None or "train" in sections:
+        assert "train.mixed_precision = no (no | fp16 | bf16)" in text
+        assert "train.log_every = 10 (an integer >= 1)" in text
+    if sections is None or "layout" in sections:
+        assert "layout.backbone = sd (" + " | ".join(BACKBONES) + ")" in text
+
+
+def test_lumen_lists_its_commands_and_refuses_an_unknown_one(capsys):
+    assert main([]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in COMMANDS)
+    assert main(["trian"]) == 2
+    assert "lumen: unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err

@@ -239,7 +239,7 @@ def test_two_processes_encode_disjoint_tar_shards(coco_mini_items, tiny_args, tm
     root = write_webdataset(tmp_path / "shards", coco_mini_items, shard_size=2)  # train: 4 shards
     args = [*source_args(tiny_args, "webdataset", root), f"output_dir={tmp_path / 'run'}", "encode.splits=[train]"]
     assert fit_pca.main(args) == 0
-    launch_two("encode_layouts.py", args)
+    launch_two("encode-layouts", args)
     split_dir = tmp_path / "run" / "cache" / "train"
     metas = [json.loads(p.read_text()) for p in sorted(split_dir.glob("shard-*/shard.json"))]
     read = {0: [], 1: []}
@@ -261,7 +261,7 @@ def test_each_source_trains_on_two_processes(source, source_roots, tiny_args, tm
     assert doctor.main(args) == 0
     assert fit_pca.main(args) == 0
     assert encode_layouts.main(args) == 0
-    launch_two("../train/train_controlnet.py", [*args, "train.max_train_steps=2", "train.batch_size=2",
+    launch_two("train", [*args, "train.max_train_steps=2", "train.batch_size=2",
                                                 "train.report_to=none", "validation.steps=0",
                                                 "train.record_batches=true"])
     for rank in (0, 1):
@@ -344,7 +344,7 @@ def test_two_processes_stream_disjoint_shards(streamed_run, tmp_path):
     from test_multiprocess import launch_two
 
     args, base = streamed_run
-    launch_two("../train/train_controlnet.py", [*args, f"output_dir={tmp_path}", "train.max_train_steps=2",
+    launch_two("train", [*args, f"output_dir={tmp_path}", "train.max_train_steps=2",
                                                 f"layout.pca_dir={base / 'run' / 'pca'}"])
     seen = [{i for step in json.loads((tmp_path / "logs" / f"rank-{r}.json").read_text())["steps"] for i in step}
             for r in (0, 1)]

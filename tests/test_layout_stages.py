@@ -1,4 +1,4 @@
-"""fit_pca.py and encode_layouts.py end to end on the tiny model and the synthetic data."""
+"""lumen fit-pca and lumen encode-layouts end to end on the tiny model and the synthetic data."""
 
 import json
 import shutil
@@ -78,7 +78,7 @@ def test_resume_redoes_only_unfinished_shards(fitted_run, tiny_args):
     shutil.rmtree(split_dir / "shard-00001")
     (split_dir / "shard-00001.tmp.0").mkdir()
     (split_dir / "index.json").unlink()
-    with pytest.raises(CacheDamagedError, match="encode_layouts"):
+    with pytest.raises(CacheDamagedError, match="lumen encode-layouts"):
         load_cache(out / "cache", "train")
     assert encode_layouts.main(argv) == 0
     after = {p.name: (p / "shard.json").stat().st_mtime_ns for p in split_dir.glob("shard-*")}

@@ -67,7 +67,7 @@ def test_make_tiny_sd_does_not_replace_a_folder_unasked(tmp_path, capsys):
 
     (tmp_path / "sd").mkdir()
     (tmp_path / "sd" / "mine.txt").write_text("keep")
-    assert run_cli(make_tiny_sd.main, "make_tiny_sd.py", [str(tmp_path / "sd")]) == 2
+    assert run_cli(make_tiny_sd.main, "lumen make-tiny-sd", [str(tmp_path / "sd")]) == 2
     assert "pass --overwrite to replace it" in capsys.readouterr().err
     assert (tmp_path / "sd" / "mine.txt").read_text() == "keep"
 

@@ -63,7 +63,7 @@ def test_save_load_round_trip_and_tampering(tmp_path):
     (folder / "pca.json").write_text(json.dumps(settings))
     with pytest.raises(DamagedArtifactError, match="does not match"):
         load_pca(folder)
-    with pytest.raises(PCANotFoundError, match="fit_pca.py"):
+    with pytest.raises(PCANotFoundError, match="lumen fit-pca"):
         load_pca(tmp_path / "nothing")
 
 

@@ -106,7 +106,7 @@ def test_a_full_disk_while_checkpointing_says_so_and_keeps_the_last_good_checkpo
 
 def test_a_second_run_on_the_same_folder_stops_naming_the_first(train_args):
     out = out_of(train_args)
-    holder = FolderLock(out, "train_controlnet.py").acquire()
+    holder = FolderLock(out, "lumen train").acquire()
     try:
         with pytest.raises(FolderInUseError) as err:
             Trainer(cfg_of(train_args))

@@ -1,4 +1,4 @@
-"""scripts/sample.py: grids, metadata, exact replay, batch independence, component control, refusals."""
+"""lumen sample: grids, metadata, exact replay, batch independence, component control, refusals."""
 
 import json
 from pathlib import Path

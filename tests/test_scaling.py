@@ -18,6 +18,7 @@ from lumen.errors import LumenError
 from lumen_train.commands.train_controlnet import main as train_main
 
 REPO = Path(__file__).resolve().parent.parent
+LUMEN_LAUNCH = [sys.executable, "-m", "lumen_train", "launch"]  # `lumen launch`
 pytestmark = pytest.mark.multiprocess
 
 
@@ -47,9 +48,9 @@ def test_two_machines_on_one_host_train_together_and_agree_on_the_weights(train_
     port = free_port()
     args = [*train_args, "train.record_batches=true", "train.max_train_steps=2", "train.batch_size=2",
             "train.checkpointing_steps=2"]
-    commands = [[sys.executable, "train/launch.py", "--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank),
+    commands = [[*LUMEN_LAUNCH, "--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank),
                  "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-                 "train/train_controlnet.py", *args] for rank in (0, 1)]
+                 "train", *args] for rank in (0, 1)]
     machines = [subprocess.Popen(c, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 for c in commands]
     outputs = [m.communicate(timeout=600)[0] for m in machines]
@@ -65,8 +66,8 @@ def test_two_machines_on_one_host_train_together_and_agree_on_the_weights(train_
     assert state["num_processes"] == 2 and state["state_format"] == "plain"
 
     # The same checkpoint resumed on one machine with two processes (DDP): the same format, so it continues.
-    resumed = subprocess.run([sys.executable, "train/launch.py", "--multi_gpu", "--num_processes", "2",
-                              "--main_process_port", str(free_port()), "train/train_controlnet.py", *args,
+    resumed = subprocess.run([*LUMEN_LAUNCH, "--multi_gpu", "--num_processes", "2",
+                              "--main_process_port", str(free_port()), "train", *args,
                               "train.max_train_steps=3", "train.resume_from_checkpoint=latest",
                               "train.overwrite_output_dir=true"],
                              cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
@@ -77,9 +78,9 @@ def test_two_machines_on_one_host_train_together_and_agree_on_the_weights(train_
 def test_fsdp_without_a_gpu_is_refused_by_accelerate_in_one_line(train_args):
     """accelerate builds FSDP only on an accelerator (CUDA, XPU, ...): on this CPU machine the FSDP config ends
     with accelerate's own reason, one line and exit code 2, not a traceback."""
-    result = subprocess.run([sys.executable, "train/launch.py", "--config_file",
+    result = subprocess.run([*LUMEN_LAUNCH, "--config_file",
                              "configs/accelerate/fsdp_shard_grad_op.yaml", "--num_processes", "2",
-                             "--main_process_port", str(free_port()), "train/train_controlnet.py", *train_args],
+                             "--main_process_port", str(free_port()), "train", *train_args],
                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: FSDP runs")
@@ -109,8 +110,7 @@ def test_a_checkpoint_of_another_distributed_mode_is_refused_naming_both(train_a
 def test_deepspeed_zero2_trains_saves_and_resumes_exactly_and_other_modes_say_why_they_cannot(train_args, tmp_path):
     """ZeRO-2 with one process (DeepSpeed's CPU accelerator here): stopped at step 2 and resumed to 4, the
     weights equal an uninterrupted 4-step run; a plain run cannot load its optimizer state and says so."""
-    launch = [sys.executable, "train/launch.py", "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
-              "--num_processes", "1"]
+    launch = [*LUMEN_LAUNCH, "--config_file", "configs/accelerate/deepspeed_zero2.yaml", "--num_processes", "1"]
     args = [*train_args, "train.batch_size=2", "train.checkpointing_steps=2", "train.mixed_precision=no"]
     out = output_dir(args)
     again = tmp_path / "again"
@@ -119,9 +119,8 @@ def test_deepspeed_zero2_trains_saves_and_resumes_exactly_and_other_modes_say_wh
         shutil.copytree(out / folder, again / folder)
 
     def run(*more, launcher=launch):
-        result = subprocess.run([*launcher, "--main_process_port", str(free_port()), "train/train_controlnet.py",
-                                 *args, *more] if launcher else [sys.executable, "train/train_controlnet.py", *args,
-                                                                 *more],
+        result = subprocess.run([*launcher, "--main_process_port", str(free_port()), "train", *args, *more]
+                                if launcher else [sys.executable, "-m", "lumen_train", "train", *args, *more],
                                 cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
         return result.returncode, result.stdout + result.stderr
 

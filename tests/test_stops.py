@@ -27,8 +27,8 @@ def env():
 
 
 def launch(args, **kwargs):
-    command = [sys.executable, "train/launch.py", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-               "train/train_controlnet.py", *args]
+    command = [sys.executable, "-m", "lumen_train", "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", "0", "train", *args]
     return subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kwargs)
 
@@ -84,7 +84,7 @@ def test_sigterm_to_the_launcher_stops_both_processes_with_a_checkpoint_and_code
 def test_a_second_launch_on_a_held_folder_ends_in_one_line_and_code_2(train_args):
     """Both ranks meet the same refusal: the launcher prints it once, with no torch elastic traceback."""
     out = Path(train_args[1].split("=", 1)[1])
-    holder = FolderLock(out, "train_controlnet.py").acquire()
+    holder = FolderLock(out, "lumen train").acquire()
     try:
         process = launch(train_args)
         output, _ = process.communicate(timeout=300)
@@ -93,7 +93,7 @@ def test_a_second_launch_on_a_held_folder_ends_in_one_line_and_code_2(train_args
     assert process.returncode == 2, output[-3000:]
     assert "Traceback" not in output and "ChildFailedError" not in output
     errors = [line for line in output.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("train_controlnet.py: error: ") and \
+    assert len(errors) == 1 and errors[0].startswith("lumen train: error: ") and \
         "is in use by another run" in errors[0], output[-3000:]
 
 
@@ -134,8 +134,8 @@ print(f"rank {{accelerator.process_index}}: gloo threads {{before}} before closi
 """)
     if not Path("/proc/self/task").is_dir():
         pytest.skip("no /proc here to count threads")
-    command = [sys.executable, "train/launch.py", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-               str(script)]
+    command = [sys.executable, "-m", "lumen_train", "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", "0", str(script)]
     result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     # The two ranks print into one pipe unbuffered, so one's line can run into the other's: read the reports,

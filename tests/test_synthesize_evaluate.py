@@ -1,4 +1,4 @@
-"""scripts/synthesize.py (a data set generated from layouts) and scripts/evaluate.py (metrics)."""
+"""lumen synthesize (a data set generated from layouts) and lumen evaluate (metrics)."""
 
 import json
 from pathlib import Path
@@ -103,7 +103,7 @@ def test_evaluate_names_deleted_and_damaged_images_and_how_to_make_them_again(tr
         evaluate.evaluate(cfg)
     listing = samples / "samples.json"
     assert str(err.value) == (f"1 of the {len(files)} images {listing} lists are missing from {samples} "
-                              f"({files[0]}). Make them again with 'python scripts/sample.py CONFIG "
+                              f"({files[0]}). Make them again with 'lumen sample CONFIG "
                               f"sample.replay={listing}' (bit for bit), or evaluate another sample set")
     (samples / files[0]).write_bytes(b"not a png")
     with pytest.raises(UnreadableSampleError, match=f"cannot read the generated image {samples / files[0]}"):
@@ -153,7 +153,7 @@ def test_two_processes_synthesize_the_same_data_set_as_one(trained_run, tmp_path
     assert synthesize.main([*common, f"synthesize.out_root={tmp_path / 'one'}"]) == 0
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "scripts/synthesize.py", *common, f"synthesize.out_root={tmp_path / 'two'}"],
+         "-m", "lumen_train", "synthesize", *common, f"synthesize.out_root={tmp_path / 'two'}"],
         cwd=repo, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "annotations" / "captions_val2017.json").read_text())

@@ -212,7 +212,7 @@ def test_a_missing_cache_says_how_to_make_it(train_args, tmp_path):
 
     cfg = cfg_of(train_args)
     shutil.rmtree(Path(cfg.output_dir) / "cache")
-    with pytest.raises(LumenError, match="encode_layouts.py"):
+    with pytest.raises(LumenError, match="lumen encode-layouts"):
         Trainer(cfg)
 
 

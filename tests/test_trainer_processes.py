@@ -65,7 +65,7 @@ def test_the_trained_controlnet_samples_in_diffusers_without_lumen(train_args, t
 
 
 def start_training(args):
-    return subprocess.Popen([sys.executable, "train/train_controlnet.py", *args], cwd=REPO, env=env(),
+    return subprocess.Popen([sys.executable, "-m", "lumen_train", "train", *args], cwd=REPO, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

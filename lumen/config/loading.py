@@ -343,15 +343,18 @@ def split_argv(items: Sequence[str]) -> tuple[list[str], list[str]]:
     return files, overrides
 
 
-def config_from_argv(argv: Sequence[str] | None, prog: str, description: str) -> LumenConfig:
-    """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every entry point takes it; a config that does not
-    fit the schema raises ``ConfigError`` (``lumen.errors.run_cli`` reports it in one message, exit code 2)."""
+def config_from_argv(argv: Sequence[str] | None, prog: str, description: str,
+                     sections: Optional[Sequence[str]] = None) -> LumenConfig:
+    """Parse ``CONFIG.yaml [more.yaml ...] [key=value ...]`` as every command takes it; ``--help`` shows
+    ``description`` and the keys of the top level and of ``sections`` (None: every section). A config that does
+    not fit the schema raises ``ConfigError`` (``lumen.errors.run_cli`` reports it in one message, exit code 2)."""
     import argparse
 
+    shown = "every section" if sections is None else "the sections this command reads"
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (in CONFIG.yaml files, or key=value on the command line; defaults shown):\n"
-               + "\n".join(describe_keys()))
+        prog=prog, description=description.strip(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"config keys ({shown}; in CONFIG.yaml files, or key=value on the command line; defaults shown):\n"
+               + "\n".join(describe_keys(sections=sections)))
     parser.add_argument("items", nargs="+", metavar="CONFIG.yaml | key=value",
                         help="config files merged in order, then key=value overrides")
     args = parser.parse_args(argv)

@@ -168,7 +168,7 @@ class LayoutConfig:
 
 @dataclass
 class PCAConfig:
-    """The layout PCA (scripts/fit_pca.py)."""
+    """The layout PCA (lumen fit-pca)."""
 
     num_samples: int = setting(40_000, low=1,
         doc="Feature vectors (pixels) drawn uniformly over (image, pixel) positions.")
@@ -186,7 +186,7 @@ class PCAConfig:
 
 @dataclass
 class EncodeConfig:
-    """The cache of layouts and VAE latents (scripts/encode_layouts.py)."""
+    """The cache of layouts and VAE latents (lumen encode-layouts)."""
 
     splits: list[str] = setting(factory=lambda: ["train", "val"], doc="The splits to cache.")
     shard_size: int = setting(1000, low=1, doc="Images per shard: the unit of resumption and of work per process.")
@@ -227,7 +227,7 @@ class Tracker(str, enum.Enum):
 
 @dataclass
 class TrainConfig:
-    """The ControlNet trainer (train/train_controlnet.py)."""
+    """The ControlNet trainer (lumen train)."""
 
     controlnet: Optional[str] = setting(None,
         doc="A pretrained ControlNet folder to continue from (None: from the UNet).")
@@ -318,7 +318,7 @@ class SamplerName(str, enum.Enum):
 
 @dataclass
 class SampleConfig:
-    """scripts/sample.py: sources x prompts -> images, grids and the metadata to regenerate each."""
+    """lumen sample: sources x prompts -> images, grids and the metadata to regenerate each."""
 
     controlnet: str = setting("${output_dir}/controlnet", doc="A trained controlnet/ or a checkpoint-<step>/ folder.")
     images: list[str] = setting(factory=list, doc="Image files as sources...")
@@ -353,7 +353,7 @@ class SampleConfig:
 
 @dataclass
 class SynthesizeConfig:
-    """scripts/synthesize.py: a new data set generated from the layouts of a split."""
+    """lumen synthesize: a new data set generated from the layouts of a split."""
 
     split: str = setting("train", doc="The split whose layouts are used.")
     images_per_source: int = setting(1, low=1, high=99, doc="K generated images per source (ids: source id x 100 + k).")
@@ -367,9 +367,9 @@ class SynthesizeConfig:
 
 @dataclass
 class EvaluateConfig:
-    """scripts/evaluate.py: layout fidelity, diversity, and optionally mIoU of generated images."""
+    """lumen evaluate: layout fidelity, diversity, and optionally mIoU of generated images."""
 
-    samples: str = setting("${output_dir}/samples/samples.json", doc="A samples JSON written by scripts/sample.py.")
+    samples: str = setting("${output_dir}/samples/samples.json", doc="A samples JSON written by lumen sample.")
     kmeans_clusters: int = setting(6, low=2, doc="Clusters of the layouts' k-means segmentations compared by ARI.")
     segmenter: Optional[str] = setting(None, doc="A transformers AutoModelForSemanticSegmentation folder, for mIoU.")
     segmenter_label_offset: int = setting(0, low=-255, high=255, doc="Added to the segmenter's class ids.")
@@ -381,7 +381,7 @@ class EvaluateConfig:
 
 @dataclass
 class CompareConfig:
-    """scripts/compare_backbones.py: one pipeline per backbone on the same images, measured with one judge."""
+    """lumen compare-backbones: one pipeline per backbone on the same images, measured with one judge."""
 
     backbones: list[str] = setting(factory=lambda: ["sd", "dinov2", "dino", "clip"], choices=registered_backbones,
         min_items=1, doc="The backbones compared (values of layout.backbone); the first SD one's PCA is the judge.")
@@ -408,7 +408,7 @@ class PCKReference(str, enum.Enum):
 
 @dataclass
 class CorrespondenceConfig:
-    """scripts/correspond.py: semantic correspondence with the configured backbone (layout.backbone)."""
+    """lumen correspond: semantic correspondence with the configured backbone (layout.backbone)."""
 
     source: Optional[str] = setting(None, doc="The image whose points are matched.")
     target: Optional[str] = setting(None, doc="The image they are matched in.")

@@ -53,5 +53,5 @@ class ProblemLog:
             raise TooManyBadInputs(
                 self.summary(total)
                 + f"\nThis is more than data.max_bad_fraction={self.max_bad_fraction}{early}. Fix or remove these "
-                f"files (python scripts/doctor.py lists every problem), or raise data.max_bad_fraction."
+                f"files (lumen doctor lists every problem), or raise data.max_bad_fraction."
             )

@@ -56,7 +56,7 @@ def check_cache_settings(cache_dir: str | Path, expected: dict[str, Any]) -> Non
     path = Path(cache_dir) / SETTINGS_FILE
     if not path.is_file():
         return
-    found = read_json(path, f"the layout cache in {cache_dir}", f"delete {cache_dir} and run scripts/encode_layouts.py")
+    found = read_json(path, f"the layout cache in {cache_dir}", f"delete {cache_dir} and run lumen encode-layouts")
     differences = setting_differences(found, expected, "cache", "config")
     if differences:
         raise CacheMismatchError(
@@ -178,7 +178,7 @@ def finish_split(split_dir: Path, num_shards: int, extra: Optional[dict] = None)
     missing = [shard_name(s) for s in range(num_shards) if shard_problems(split_dir, s, checksums=False)]
     if missing:
         raise CacheDamagedError(f"{split_dir}: {', '.join(missing)} missing or incomplete; run "
-                                f"scripts/encode_layouts.py again to finish them")
+                                f"lumen encode-layouts again to finish them")
     metas = [json.loads((split_dir / shard_name(s) / SHARD_META).read_text()) for s in range(num_shards)]
     index = dict(extra or {}, shards=[shard_name(s) for s in range(num_shards)],
                  rows=sum(m["rows"] for m in metas), skipped=[p for m in metas for p in m["skipped"]])
@@ -203,8 +203,8 @@ def load_cache(cache_dir: str | Path, split: str, expected_settings: Optional[di
     split_dir = cache_dir / split
     if not (split_dir / INDEX_FILE).is_file():
         raise CacheDamagedError(f"no complete cache for split '{split}' in {cache_dir} (no {INDEX_FILE}); "
-                                f"run 'python scripts/encode_layouts.py CONFIG' to make or finish it")
-    repair = "run 'python scripts/encode_layouts.py CONFIG' again: it re-encodes"
+                                f"run 'lumen encode-layouts CONFIG' to make or finish it")
+    repair = "run 'lumen encode-layouts CONFIG' again: it re-encodes"
     index = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'", f"{repair} the split")
     tables = []
     for name in index["shards"]:
@@ -229,7 +229,7 @@ def changed_shards(cache_dir: str | Path, split: str, shards: Optional[Sequence[
     byte: what ``load_cache`` skips (it compares sizes only)."""
     split_dir = Path(cache_dir) / split
     names = read_json(split_dir / INDEX_FILE, f"the cache of split '{split}'",
-                      "run 'python scripts/encode_layouts.py CONFIG' again")["shards"]
+                      "run 'lumen encode-layouts CONFIG' again")["shards"]
     changed = []
     for position in range(len(names)) if shards is None else shards:
         problems = shard_problems(split_dir, int(names[position].split("-")[1]), checksums=True)

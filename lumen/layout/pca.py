@@ -179,9 +179,9 @@ def load_pca(folder: str | Path) -> PCA:
     if not (folder / TENSORS_FILE).is_file() or not (folder / SETTINGS_FILE).is_file():
         raise PCANotFoundError(
             f"no fitted PCA in {folder} (expected {TENSORS_FILE} and {SETTINGS_FILE}); "
-            f"run 'python scripts/fit_pca.py CONFIG' first, or set layout.pca_dir"
+            f"run 'lumen fit-pca CONFIG' first, or set layout.pca_dir"
         )
-    refit = "refit it: python scripts/fit_pca.py CONFIG pca.overwrite=true"
+    refit = "refit it: lumen fit-pca CONFIG pca.overwrite=true"
     settings = read_json(folder / SETTINGS_FILE, f"the PCA in {folder}", refit)
     problems = manifest_problems(folder, settings.get("files", {}), checksums=True)
     if problems:

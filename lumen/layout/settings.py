@@ -69,7 +69,7 @@ def check_pca_matches(pca: PCA, settings: LayoutSettings, pca_dir: str | Path) -
         raise SettingsMismatchError(
             f"the PCA in {pca_dir} was fitted on features made with other settings than the config's:\n  "
             + "\n  ".join(differences)
-            + "\nRefit it (python scripts/fit_pca.py CONFIG) or point layout.pca_dir at a matching PCA."
+            + "\nRefit it (lumen fit-pca CONFIG) or point layout.pca_dir at a matching PCA."
         )
 
 

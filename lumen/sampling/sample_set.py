@@ -93,10 +93,10 @@ def read_sample_set(path: str | Path) -> dict:
     """A ``samples.json`` written by ``write_sample_set``; a missing or damaged one is refused."""
     path = Path(path)
     if not path.is_file():
-        raise SampleInputError(f"{path}: no such samples JSON; make one with scripts/sample.py")
-    metadata = read_json(path, "the samples JSON", "give a samples.json written by scripts/sample.py")
+        raise SampleInputError(f"{path}: no such samples JSON; make one with lumen sample")
+    metadata = read_json(path, "the samples JSON", "give a samples.json written by lumen sample")
     if not isinstance(metadata, dict) or not {"settings", "sources", "images"} <= set(metadata):
-        raise SampleInputError(f"{path} is not a samples JSON of scripts/sample.py (no settings, sources, images)")
+        raise SampleInputError(f"{path} is not a samples JSON of lumen sample (no settings, sources, images)")
     return metadata
 
 

@@ -40,7 +40,7 @@ def controlnet_folder(path: str | Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ControlNetMismatchError(
             f"{path} is neither a ControlNet folder (config.json) nor a checkpoint-<step>/ folder; "
-            f"train one with train/train_controlnet.py"
+            f"train one with lumen train"
         )
     return folder
 

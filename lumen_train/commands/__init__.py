@@ -1,3 +1,2 @@
-"""One module per command: ``main(argv=None)`` parses the config, builds objects, calls a stage and reports;
-``cli()`` runs it as a program (exit codes in ``lumen.errors``). ``scripts/*.py``, ``train/*.py`` and the
-``lumen-*`` console entry points all call these."""
+"""One module per ``lumen`` command (the table is ``lumen_train.cli.COMMANDS``): ``main(argv=None)`` parses the
+config, builds objects, calls the stages and reports; ``SECTIONS`` names the config sections it reads."""

@@ -1,4 +1,4 @@
-"""Compare layout backbones: python scripts/compare_backbones.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Compare layout backbones: lumen compare-backbones CONFIG.yaml [more.yaml ...] [key=value ...]
 
 For each backbone of compare.backbones, on the same data: the PCA (explained variance at pca.n_components),
 extraction images/s, and, with compare.train_steps > 0, a ControlNet trained that many steps on its layouts,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from lumen.backbones import get_backbone
 from lumen.backbones.transformer_loading import check_transformer_files
 from lumen.build import build_extractor, layout_dtype, load_components, split_dataset
 from lumen.config import CorrFeatures, LumenConfig, config_from_argv, save_config
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 from lumen.evaluation.metrics import METRICS
 from lumen.evaluation.scoring import JUDGE_BACKBONE, metric_notes
 from lumen.layout.encoder import LayoutEncoder
@@ -43,7 +42,10 @@ from lumen_train.commands.fit_pca import fit_layout_pca
 from lumen_train.commands.sample import sample
 from lumen_train.trainer import Trainer
 
-PROG = "compare_backbones.py"
+PROG = "lumen compare-backbones"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "pca", "encode", "train", "validation", "sample", "evaluate", "compare",
+            "corr")
 
 
 def backbone_config(cfg: LumenConfig, backbone: str, run: Path, judge_pca: Path) -> LumenConfig:
@@ -181,14 +183,5 @@ def comparison_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    compare(config_from_argv(argv, PROG, __doc__.splitlines()[0]))
+    compare(config_from_argv(argv, PROG, __doc__, SECTIONS))
     return 0
-
-
-def cli() -> None:
-    """``scripts/compare_backbones.py`` and ``lumen-compare-backbones``."""
-    sys.exit(run_cli(main, PROG))
-
-
-if __name__ == "__main__":
-    cli()

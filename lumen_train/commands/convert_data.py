@@ -1,4 +1,4 @@
-"""Write captioned images as an image folder, a Hugging Face dataset or tar shards: python scripts/convert_data.py ...
+"""Write captioned images as an image folder, a Hugging Face dataset or tar shards: lumen convert-data ...
 
   --images DIR: every image below DIR with a caption file beside it (photo.jpg + photo.txt, one caption per
                 line); the last --val images (by path) become the val split.
@@ -19,9 +19,9 @@ from lumen.config import DataConfig
 from lumen.data.sources import DATA_SOURCES
 from lumen.data.sources.coco import DataLayoutError, coco_captioned_images, resolve_split_paths
 from lumen.data.split_index import load_image
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 
-PROG = "convert_data.py"
+PROG = "lumen convert-data"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Every registered source with a writer (lumen.data.sources): the layouts --to takes.
 WRITERS = {name: spec.write for name, spec in DATA_SOURCES.items() if spec.write is not None}
@@ -106,12 +106,3 @@ def main(argv=None) -> int:
     WRITERS[args.to](args.out, splits)
     print(f"{args.to} written to {args.out}: " + ", ".join(f"{s} {len(i)} images" for s, i in splits.items()))
     return 0
-
-
-def cli() -> None:
-    """``scripts/convert_data.py`` and ``lumen-convert-data``."""
-    sys.exit(run_cli(main, PROG))
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,4 +1,4 @@
-"""Semantic correspondence: python scripts/correspond.py CONFIG.yaml corr.source=IMG corr.target=IMG [key=value ...]
+"""Semantic correspondence: lumen correspond CONFIG.yaml corr.source=IMG corr.target=IMG [key=value ...]
 
 With the configured backbone (layout.backbone: sd, dinov2, dino, clip, sd_dinov2, vit):
   - two images: each source point (corr.points in source pixels, or a corr.grid x corr.grid grid) goes to the
@@ -35,13 +35,15 @@ from lumen.correspondence.matching import correct_keypoints, grid_points, joint_
 from lumen.correspondence.pictures import draw_joint_pca, draw_matches
 from lumen.data.split_index import load_image
 from lumen.data.transforms import to_rgb, uint8_to_pixels
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.layout.settings import check_pca_matches
 from lumen.pretrained import TORCH_DTYPES
 
-PROG = "correspond.py"
+PROG = "lumen correspond"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "corr")
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -218,15 +220,6 @@ def correspond(cfg: LumenConfig) -> Optional[dict]:
 
 
 def main(argv=None) -> int:
-    cfg = config_from_argv(argv, PROG, __doc__.splitlines()[0])
+    cfg = config_from_argv(argv, PROG, __doc__, SECTIONS)
     correspond(cfg)
     return 0
-
-
-def cli() -> None:
-    """``scripts/correspond.py`` and ``lumen-correspond``."""
-    sys.exit(run_cli(main, PROG))
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,15 +1,15 @@
-"""The main job on the embedded default: python scripts/demo.py [CONFIG.yaml ...] [key=value ...]
+"""The main job on the embedded default: lumen demo [CONFIG.yaml ...] [key=value ...]
 
 Without arguments it uses configs/tiny.yaml: the small Stable Diffusion shipped in models/tiny-sd (trained on
-synthetic scenes by scripts/make_tiny_sd.py). Stages (each reuses what an earlier run already made):
+synthetic scenes by lumen make-tiny-sd). Stages (each reuses what an earlier run already made):
   1. check the model, and build tiny vision transformers (DINOv2, DINO, CLIP, SigLIP; random weights) under
      output_dir/backbones;
   2. write the synthetic data set in the official COCO-Stuff layout under data.root, and a picture of it;
   3. check the data set with the doctor; 4. load the model back through the real loading path;
-  5. fit the layout PCA (scripts/fit_pca.py) and show its explained-variance plot;
-  6. cache layouts and latents (scripts/encode_layouts.py) and show a few layout pictures;
-  7. the layouts of every backbone for the same images (scripts/compare_backbones.py, one picture);
-  8. train the ControlNet with two processes (train/launch.py), with checkpoints and validation grids;
+  5. fit the layout PCA (lumen fit-pca) and show its explained-variance plot;
+  6. cache layouts and latents (lumen encode-layouts) and show a few layout pictures;
+  7. the layouts of every backbone for the same images (lumen compare-backbones, one picture);
+  8. train the ControlNet with two processes (lumen launch), with checkpoints and validation grids;
   9-11. sample with prompt edits, sweep the number of layout components, and evaluate the sweep.
 Stages 5 to 11 run as the commands a user would type, printed before they run. The demo ends with the time
 of each stage; scripts/demo.sh passes the environment set-up's time in LUMEN_DEMO_SETUP_SECONDS.
@@ -31,26 +31,26 @@ from lumen.data.dataset import SplitDataset
 from lumen.data.doctor import run_doctor
 from lumen.data.preview import save_data_preview
 from lumen.data.sources.coco import read_split, resolve_split_paths
-from lumen.errors import run_cli
 from lumen.pretrained import TORCH_DTYPES, load_sd_components
 from lumen.testing.synthetic_coco import synthetic_matches, write_synthetic_coco_stuff
 from lumen.testing.tiny_backbones import KINDS, save_tiny_backbone
 from lumen.testing.tiny_sd import tiny_sd_settings
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (scripts/, train/, configs/)
+PROG = "lumen demo"
+SECTIONS = None  # it runs every stage: every section
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout the demo runs in (its configs/ and models/)
 DERIVED = ("pca", "cache", "controlnet", "controlnet_ema", "validation", "evaluation", "logs", "compare")
 DEFAULT_CONFIG = REPO / "configs" / "tiny.yaml"
 
 
-def _run(script: str, argv: list[str], launcher: tuple[str, ...] = ()) -> None:
-    """Run another entry point (``scripts/<name>.py`` or ``train/<name>.py`` of the checkout) as its own
-    process, the way a user would, and stop the demo if it fails."""
-    # train/launch.py is `accelerate launch` with Lumen's exit codes (see its docstring).
-    shown = [*(("python", "train/launch.py", *launcher) if launcher else ("python",)), script, *argv]
+def _run(command: str, argv: list[str], launcher: tuple[str, ...] = ()) -> None:
+    """Run a ``lumen`` command as its own process, the way a user would (with ``launcher``: under ``lumen launch``,
+    accelerate's launcher with Lumen's exit codes), and stop the demo if it fails."""
+    shown = ["lumen", *(("launch", *launcher) if launcher else ()), command, *argv]
     print("    $ " + " ".join(shlex.quote(c) for c in shown), flush=True)
-    prefix = [sys.executable, str(REPO / "train" / "launch.py"), *launcher] if launcher else [sys.executable]
-    if subprocess.run([*prefix, str(REPO / script), *argv]).returncode != 0:
-        raise SystemExit(f"demo: {script} failed (its messages are above)")
+    if subprocess.run([sys.executable, "-m", "lumen_train", *shown[1:]]).returncode != 0:
+        raise SystemExit(f"demo: lumen {command} failed (its messages are above)")
 
 
 def _two_processes() -> tuple[str, ...]:
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(a.endswith((".yaml", ".yml")) for a in argv):
         argv.insert(0, os.path.relpath(DEFAULT_CONFIG))
-    cfg = config_from_argv(argv, "demo.py", __doc__.splitlines()[0])
+    cfg = config_from_argv(argv, PROG, __doc__, SECTIONS)
     out = Path(cfg.output_dir)
     config_path = save_config(cfg, out, "demo_config.yaml")
     summary = [f"resolved config: {config_path}"]
@@ -180,11 +180,11 @@ def main(argv=None) -> int:
           + f" ({time.perf_counter() - start:.1f} s)")
 
     clock.stage(5, "fit the layout PCA on the training split", "fit the PCA")
-    _run("scripts/fit_pca.py", argv)
+    _run("fit-pca", argv)
     summary.append(f"PCA and its explained-variance plot: {Path(cfg.layout.pca_dir) / 'explained_variance.png'}")
 
     clock.stage(6, "cache layouts and latents", "encode layouts")
-    _run("scripts/encode_layouts.py", argv)
+    _run("encode-layouts", argv)
     pictures = sorted((out / "cache" / cfg.data.val_split / "pictures").glob("*.png"))
     summary.append(f"layout cache (datasets shards): {out / 'cache'}")
     if pictures:
@@ -192,13 +192,13 @@ def main(argv=None) -> int:
 
     clock.stage(7, "the layouts of every backbone for the same images (SD, DINOv2, DINO, CLIP, SD+DINOv2, any ViT)",
                 "compare backbones")
-    _run("scripts/compare_backbones.py", [*argv, "compare.train_steps=0"])
+    _run("compare-backbones", [*argv, "compare.train_steps=0"])
     summary.append(f"every backbone's layouts of the same images: {Path(cfg.compare.out) / 'comparison.png'} "
                    f"(table: comparison.md)")
 
     clock.stage(8, f"train the ControlNet ({cfg.train.max_train_steps} steps, two processes)", "train the ControlNet")
     # An earlier demo's run is continued (already at its last step, it only writes the final ControlNet).
-    _run("train/train_controlnet.py", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
+    _run("train", [*argv, "train.resume_from_checkpoint=latest"], launcher=_two_processes())
     checkpoints = sorted(out.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
     grids = sorted((out / "validation").glob("*.png"))
     summary.append(f"checkpoints: {', '.join(str(c) for c in checkpoints)}")
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     summary.append(f"training logs (tensorboard --logdir {out / 'logs'}): {out / 'logs'}")
 
     clock.stage(9, "sample with prompt edits (the layout fixes the scene, the prompt its look)", "sample")
-    _run("scripts/sample.py", argv)
+    _run("sample", argv)
     summary.append(f"prompt-edit grids: {sorted(Path(cfg.sample.out_dir).glob('*_grid.png'))[0]} "
                    f"(and the other sources beside it; metadata in samples.json)")
 
@@ -216,13 +216,13 @@ def main(argv=None) -> int:
                 "component sweep")
     sweep_dir = out / "samples_sweep"
     sweep = [k for k in (1, 3, 5, 10, 20) if k <= cfg.pca.n_components]
-    _run("scripts/sample.py", [*argv, f"sample.out_dir={sweep_dir}",
+    _run("sample", [*argv, f"sample.out_dir={sweep_dir}",
                                f"sample.sweep_components=[{','.join(map(str, sweep))}]",
                                "sample.num_images_per_prompt=2", "sample.prompts=[]"])
     summary.append(f"component sweep: {sorted(sweep_dir.glob('*_sweep.png'))[0]}")
 
     clock.stage(11, "evaluate the sweep: layout fidelity and diversity per number of components", "evaluate")
-    _run("scripts/evaluate.py", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
+    _run("evaluate", [*argv, f"evaluate.samples={sweep_dir / 'samples.json'}"])
     summary.append(f"evaluation table: {Path(cfg.evaluate.out) / 'metrics.md'}")
 
     clock.stop()
@@ -232,12 +232,3 @@ def main(argv=None) -> int:
     setup = os.environ.get("LUMEN_DEMO_SETUP_SECONDS")
     print("\nTime per stage:\n" + clock.report(float(setup) if setup else None))
     return 0
-
-
-def cli() -> None:
-    """``scripts/demo.py`` and ``lumen-demo``."""
-    sys.exit(run_cli(main, "demo.py"))
-
-
-if __name__ == "__main__":
-    cli()

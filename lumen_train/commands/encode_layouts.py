@@ -1,8 +1,8 @@
-"""Cache layouts and VAE latents: python scripts/encode_layouts.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Cache layouts and VAE latents: lumen encode-layouts CONFIG.yaml [more.yaml ...] [key=value ...]
 
 For every image of each split in encode.splits: the neural layout (all PCA components, float16, at the
 feature grid), the VAE posterior mean and std, the image id and its captions, written to output_dir/cache/
-in shards of encode.shard_size images. Under train/launch.py the shards are spread over the processes.
+in shards of encode.shard_size images. Under lumen launch the shards are spread over the processes.
 A killed run is resumed by running the same command: finished shards whose files still match their
 recorded checksums are kept, damaged ones are named and encoded again. A cache made under other settings or
 another PCA is refused. A split is refused as soon as more of its images are unusable than
@@ -11,19 +11,21 @@ data.max_bad_fraction allows. encode.visualize=K writes pictures of the first K 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lumen.build import build_extractor, cache_settings, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.data.sources import get_data_source
-from lumen.errors import run_cli
 from lumen.layout.cache import check_cache_settings, load_cache, write_cache_settings, write_layout_pictures
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.layout.settings import check_pca_matches
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
 from lumen_train.layout_cache import encode_split, encode_stream_split
+
+PROG = "lumen encode-layouts"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "encode")
 
 
 def encode_layouts(cfg: LumenConfig) -> Path:
@@ -34,7 +36,7 @@ def encode_layouts(cfg: LumenConfig) -> Path:
     check_pca_matches(pca, layout_settings(cfg, dtype), cfg.layout.pca_dir)
     settings = cache_settings(cfg, pca)
     check_cache_settings(out, settings)  # on every process: a refusal stops all of them alike
-    lock = lock_folder_on_main(accelerator, out, "encode_layouts.py")
+    lock = lock_folder_on_main(accelerator, out, "lumen encode-layouts")
     try:
         if accelerator.is_main_process:
             write_cache_settings(out, settings)
@@ -72,15 +74,6 @@ def encode_layouts(cfg: LumenConfig) -> Path:
 
 
 def main(argv=None) -> int:
-    cfg = config_from_argv(argv, "encode_layouts.py", __doc__.splitlines()[0])
+    cfg = config_from_argv(argv, PROG, __doc__, SECTIONS)
     encode_layouts(cfg)
     return 0
-
-
-def cli() -> None:
-    """``scripts/encode_layouts.py`` and ``lumen-encode-layouts``."""
-    sys.exit(run_cli(main, "encode_layouts.py"))
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,6 +1,6 @@
-"""Evaluate generated images: python scripts/evaluate.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Evaluate generated images: lumen evaluate CONFIG.yaml [more.yaml ...] [key=value ...]
 
-Reads a samples JSON of scripts/sample.py (evaluate.samples) and measures, per number of layout components:
+Reads a samples JSON of lumen sample (evaluate.samples) and measures, per number of layout components:
 layout fidelity, diversity and, with evaluate.segmenter (a transformers AutoModelForSemanticSegmentation
 folder), mIoU against the source's label map (see lumen.evaluation).
 Writes evaluate.out/metrics.json and metrics.md.
@@ -9,7 +9,6 @@ Writes evaluate.out/metrics.json and metrics.md.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ import torch
 from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, config_for_layout, layout_dtype, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 from lumen.evaluation.metrics import METRICS
 from lumen.evaluation.scoring import (
     JUDGE_BACKBONE,
@@ -31,6 +30,10 @@ from lumen.layout.pca import load_pca
 from lumen.layout.settings import LayoutSettings
 from lumen.sampling.sample_set import read_sample_set
 from lumen.sampling.source_images import compute_layouts, source_from_json
+
+PROG = "lumen evaluate"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "evaluate")
 
 
 class EvaluationInputError(LumenError, ValueError):
@@ -61,7 +64,7 @@ def evaluate(cfg: LumenConfig) -> dict:
         raise EvaluationInputError(
             f"{len(missing)} of the {len(metadata['images'])} images {path} lists are missing from {path.parent} "
             f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}). Make them again with "
-            f"'python scripts/sample.py CONFIG sample.replay={path}' (bit for bit), or evaluate another sample set")
+            f"'lumen sample CONFIG sample.replay={path}' (bit for bit), or evaluate another sample set")
     judge_dir = judge_pca_dir(cfg, metadata, path)
     pca = load_pca(judge_dir)
     own = metadata["settings"]["lumen"]["pca_fingerprint"] == pca.fingerprint()
@@ -117,14 +120,5 @@ def label_map(cfg: LumenConfig, source: dict):
 
 
 def main(argv=None) -> int:
-    evaluate(config_from_argv(argv, "evaluate.py", __doc__.splitlines()[0]))
+    evaluate(config_from_argv(argv, PROG, __doc__, SECTIONS))
     return 0
-
-
-def cli() -> None:
-    """``scripts/evaluate.py`` and ``lumen-evaluate``."""
-    sys.exit(run_cli(main, "evaluate.py"))
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,17 +1,16 @@
-"""Fit the layout PCA: python scripts/fit_pca.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Fit the layout PCA: lumen fit-pca CONFIG.yaml [more.yaml ...] [key=value ...]
 
 Draws pca.num_samples feature vectors uniformly over (image, pixel) positions of the training split, fits
 pca.n_components components and writes layout.pca_dir/ (pca.safetensors, pca.json, explained_variance.png,
 config.yaml, and samples.safetensors with pca.save_samples=true), as a whole: a PCA appears only complete.
 A PCA already there is reused when it was fitted with the same settings, and replaced only with
-pca.overwrite=true. Under train/launch.py each process extracts a
+pca.overwrite=true. Under lumen launch each process extracts a
 disjoint share of the images and the main process gathers them: the samples do not depend on the number
 of processes.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,14 @@ from lumen.artifacts import ensure_writable
 from lumen.build import build_extractor, layout_dtype, layout_settings, load_components, split_dataset
 from lumen.config import LumenConfig, config_from_argv, to_yaml
 from lumen.data.problems import ProblemLog
-from lumen.errors import run_cli
 from lumen.layout.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
 from lumen.layout.pca_samples import SamplePlan, extract_samples, images_wanted, plan_samples
 from lumen.pretrained import dtype_name
 from lumen_train.distributed import close_processes, gather_rows, make_accelerator
+
+PROG = "lumen fit-pca"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "pca")
 
 
 def extract_on_processes(accelerator: Accelerator, extractor, dataset, plan: SamplePlan, feature_dim: int,
@@ -124,15 +126,6 @@ def _fit(cfg: LumenConfig, accelerator) -> Path | None:
 
 
 def main(argv=None) -> int:
-    cfg = config_from_argv(argv, "fit_pca.py", __doc__.splitlines()[0])
+    cfg = config_from_argv(argv, PROG, __doc__, SECTIONS)
     fit_layout_pca(cfg)
     return 0
-
-
-def cli() -> None:
-    """``scripts/fit_pca.py`` and ``lumen-fit-pca``."""
-    sys.exit(run_cli(main, "fit_pca.py"))
-
-
-if __name__ == "__main__":
-    cli()

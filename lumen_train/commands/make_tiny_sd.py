@@ -1,6 +1,6 @@
 """Build a tiny Stable Diffusion from the real diffusers / transformers classes and save it in diffusers format.
 
-    python scripts/make_tiny_sd.py OUT_DIR [--seed 0] [--vae-train-steps N] [--unet-train-steps N]
+    lumen make-tiny-sd OUT_DIR [--seed 0] [--vae-train-steps N] [--unet-train-steps N]
                                    [--weights-dtype float16] [--overwrite]
 
 Without training steps the weights are random (seeded): what the tests use. The model shipped in models/tiny-sd
@@ -16,13 +16,15 @@ import shlex
 import sys
 import time
 
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 from lumen.testing.tiny_sd import TINY_WEIGHT_DTYPES, save_tiny_sd
+
+PROG = "lumen make-tiny-sd"
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="make_tiny_sd.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of the training (default 0)")
     parser.add_argument("--vae-train-steps", type=int, default=0,
@@ -41,17 +43,8 @@ def main(argv=None) -> int:
         out = save_tiny_sd(args.out_dir, seed=args.seed, vae_train_steps=args.vae_train_steps,
                            unet_train_steps=args.unet_train_steps, weights_dtype=args.weights_dtype,
                            overwrite=args.overwrite,
-                           command=shlex.join(["python", "scripts/make_tiny_sd.py", *argv]))
+                           command=shlex.join(["lumen", "make-tiny-sd", *argv]))
     except FileExistsError as err:
         raise LumenError(str(err)) from None
     print(f"tiny Stable Diffusion (seed {args.seed}) written to {out} in {time.perf_counter() - start:.0f} s")
     return 0
-
-
-def cli() -> None:
-    """``scripts/make_tiny_sd.py`` and ``lumen-make-tiny-sd``."""
-    sys.exit(run_cli(main, "make_tiny_sd.py"))
-
-
-if __name__ == "__main__":
-    cli()

@@ -1,8 +1,8 @@
-"""Correspondence pairs from your own images: python scripts/make_warp_pairs.py IMAGES_DIR OUT_DIR [options]
+"""Correspondence pairs from your own images: lumen make-warp-pairs IMAGES_DIR OUT_DIR [options]
 
 Writes a benchmark in SPair-71k's layout (OUT_DIR/JPEGImages/<warp>/, OUT_DIR/PairAnnotation/test/*.json) by
 warping each image with known transforms (horizontal flip, scale + crop, rotation, perspective) and mapping
-keypoints drawn in the source exactly. scripts/correspond.py CONFIG corr.benchmark=OUT_DIR then reports PCK
+keypoints drawn in the source exactly. lumen correspond CONFIG corr.benchmark=OUT_DIR then reports PCK
 per warp. It measures how well features follow the same image under geometric change, not matching across
 different instances of a class (that needs annotated benchmarks such as SPair-71k).
 """
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from lumen.correspondence.warp_pairs import WARPS, write_warp_pairs
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 
-PROG = "make_warp_pairs.py"
+PROG = "lumen make-warp-pairs"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -48,12 +48,3 @@ def main(argv=None) -> int:
     print(f"{sum(summary['pairs'].values())} pairs ({', '.join(f'{w} {n}' for w, n in summary['pairs'].items())}), "
           f"{summary['keypoints']} keypoints: {args.out_dir}")
     return 0
-
-
-def cli() -> None:
-    """``scripts/make_warp_pairs.py`` and ``lumen-make-warp-pairs``."""
-    sys.exit(run_cli(main, PROG))
-
-
-if __name__ == "__main__":
-    cli()

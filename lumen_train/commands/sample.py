@@ -1,4 +1,4 @@
-"""Sample with a trained ControlNet: python scripts/sample.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Sample with a trained ControlNet: lumen sample CONFIG.yaml [more.yaml ...] [key=value ...]
 
 Sources: image files (sample.images), image ids of a split (sample.image_ids), their cached layouts
 (sample.from_cache=true), or the first sample.num_sources images of the split. For each source, one column
@@ -22,10 +22,13 @@ from tqdm import tqdm
 from lumen.artifacts import ensure_writable
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
-from lumen.errors import run_cli
 from lumen.sampling.pipeline import run_jobs
 from lumen.sampling.sample_set import make_jobs, read_sample_set, replay_batches, replay_plan, write_sample_set
 from lumen.sampling.source_images import compute_layouts, load_sources, source_from_json
+
+PROG = "lumen sample"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "sample")
 
 
 def sample(cfg: LumenConfig) -> Path:
@@ -80,18 +83,9 @@ def replay(cfg: LumenConfig) -> Path:
 
 
 def main(argv=None) -> int:
-    cfg = config_from_argv(argv, "sample.py", __doc__.splitlines()[0])
+    cfg = config_from_argv(argv, PROG, __doc__, SECTIONS)
     if cfg.sample.replay:
         replay(cfg)
     else:
         sample(cfg)
     return 0
-
-
-def cli() -> None:
-    """``scripts/sample.py`` and ``lumen-sample``."""
-    sys.exit(run_cli(main, "sample.py"))
-
-
-if __name__ == "__main__":
-    cli()

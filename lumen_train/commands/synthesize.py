@@ -1,17 +1,16 @@
-"""Synthetic training data from layouts: python scripts/synthesize.py CONFIG.yaml [more.yaml ...] [key=value ...]
+"""Synthetic training data from layouts: lumen synthesize CONFIG.yaml [more.yaml ...] [key=value ...]
 
 For every image of synthesize.split (the first synthesize.limit), generates synthesize.images_per_source images
 from its neural layout, with its first caption or the prompts of synthesize.prompts (in turn), and writes a new
 data set under synthesize.out_root in the layout the source has (data.source: COCO's official layout, with label
 maps where the source had them; an image folder, a save_to_disk dataset or tar shards, the prompts as captions;
 see lumen.synthesis for the files). Work is
-cut into shards of synthesize.shard_size sources, spread over the processes under train/launch.py, and a
-killed run resumes (finished shards are kept). The result passes scripts/doctor.py.
+cut into shards of synthesize.shard_size sources, spread over the processes under lumen launch, and a
+killed run resumes (finished shards are kept). The result passes lumen doctor.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +21,13 @@ from lumen.artifacts import ensure_writable, shard_ranges, shards_of_process
 from lumen.build import SamplingSetup, split_dataset
 from lumen.config import LumenConfig, config_from_argv, save_config
 from lumen.data.sources import get_data_source
-from lumen.errors import LumenError, run_cli
+from lumen.errors import LumenError
 from lumen.sampling.generated_dataset import SyntheticSplit, merge_shards, synthesize_shard, write_in_format
 from lumen_train.distributed import close_processes, make_accelerator
+
+PROG = "lumen synthesize"
+# The config sections it reads (its --help lists only these and the top-level keys).
+SECTIONS = ("model", "data", "layout", "sample", "synthesize")
 
 
 def synthesize_on_processes(accelerator: Accelerator, target: SyntheticSplit, shards: list[range],
@@ -93,20 +96,11 @@ def synthesize(cfg: LumenConfig) -> Path:
     if summary is not None:
         print(f"{summary['images']} generated images in {out} (split '{target.split}', "
               f"{cfg.data.source} layout); {len(summary['skipped_sources'])} unusable source images skipped")
-        print(f"check it: python scripts/doctor.py CONFIG data.source={cfg.data.source} data.root={out} "
+        print(f"check it: lumen doctor CONFIG data.source={cfg.data.source} data.root={out} "
               f"data.train_split={target.split} data.val_split={target.split}")
     return out
 
 
 def main(argv=None) -> int:
-    synthesize(config_from_argv(argv, "synthesize.py", __doc__.splitlines()[0]))
+    synthesize(config_from_argv(argv, PROG, __doc__, SECTIONS))
     return 0
-
-
-def cli() -> None:
-    """``scripts/synthesize.py`` and ``lumen-synthesize``."""
-    sys.exit(run_cli(main, "synthesize.py"))
-
-
-if __name__ == "__main__":
-    cli()

@@ -237,7 +237,7 @@ def open_webdataset_split(pattern: str, root: str, split: str, image_member: Opt
         raise TruncatedShardError(
             f"{len(truncated)} of the {len(urls)} tar shard(s) of split '{split}' are not whole: "
             + "; ".join(f"{url} is {problem}" for url, problem in truncated.items())
-            + ". Their samples after the cut would be missing: write or copy them again (scripts/doctor.py lists "
+            + ". Their samples after the cut would be missing: write or copy them again (lumen doctor lists "
               "every problem), or leave them out of data.shards")
     features = _open(whole[:1], split).features or {}
     members = [name for name in features if not name.startswith("__")]
@@ -286,7 +286,7 @@ def read(data: DataConfig, split: str, head: Optional[int], image_ids: Optional[
     if not counts:
         raise StreamingSourceError(
             f"data.source=webdataset streams split '{split}'; this stage reads a whole split as a list: train "
-            f"from the layout cache (scripts/encode_layouts.py, train.use_cache=true), or set data.limit to read "
+            f"from the layout cache (lumen encode-layouts, train.use_cache=true), or set data.limit to read "
             f"the first N images as a list")
     return stream.head_index(min(counts))
 
