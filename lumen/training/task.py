@@ -1,4 +1,5 @@
-"""One ControlNet training forward: batch -> epsilon-prediction loss. Single-device; the loop lives in train/.
+"""One ControlNet training forward: batch -> epsilon-prediction loss. Single-device; the loop, the processes and the
+checkpoints are lumen_train's (``lumen_train/trainer.py``).
 
 ``ControlNetTask`` owns the frozen parts (VAE, UNet, text encoder, tokenizer, noise scheduler) and, for the
 path without cache, the layout extractor and encoder. It takes either batch kind:
