@@ -8,6 +8,7 @@ The input size defaults to the one whose patch grid equals SD's layer-8 grid at 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ def check_transformer_files(kind: TransformerKind, model: Optional[str], revisio
 def load_transformer_extractor(kind: TransformerKind, spec: TransformerSpec, vae, device: torch.device,
                                dtype: torch.dtype, early_exit: bool = True) -> TransformerFeatureExtractor:
     """The frozen model of ``spec`` on ``device`` in ``dtype``, behind the feature-extractor interface."""
-    from transformers import AutoImageProcessor
+    from transformers.utils import cached_file
 
     location, local_only = resolve_model_location(spec.model, spec.revision, key="layout.backbone_model",
                                                   transformers_folder=True)
@@ -136,9 +137,11 @@ def load_transformer_extractor(kind: TransformerKind, spec: TransformerSpec, vae
     common = dict(revision=spec.revision, local_files_only=local_only)
     model = load_part(f"{kind.name} backbone", location, lambda: kind.load_model(location, dtype, **common))
     model.requires_grad_(False).eval().to(device)
+    # Only the normalisation is needed: read it from the processor's JSON, not through its class (some, such as
+    # DINOv3's, need torchvision just to be built).
     processor = load_part(f"{kind.name} backbone's image processor ({PROCESSOR_FILE})", location,
-                          lambda: AutoImageProcessor.from_pretrained(location, **common))
-    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+                          lambda: json.loads(Path(cached_file(location, PROCESSOR_FILE, **common)).read_text()))
+    mean, std = processor.get("image_mean"), processor.get("image_std")
     if mean is None or std is None:
         raise BackboneError(f"the image processor of {spec.model} gives no image_mean / image_std: the "
                             f"normalisation the model was trained with is unknown")
