@@ -11,6 +11,7 @@ from lumen.backbones import dinov2  # noqa: F401
 from lumen.backbones import dino  # noqa: F401
 from lumen.backbones import clip  # noqa: F401
 from lumen.backbones import sd_dinov2  # noqa: F401
+from lumen.backbones import dinov3  # noqa: F401
 from lumen.backbones import vit  # noqa: F401
 # isort: on
 from lumen.backbones.registry import BACKBONES, BackboneSpec, ExtractorRequest, get_backbone
