@@ -41,6 +41,7 @@ from lumen.pretrained import MIXED_PRECISION_DTYPES, TORCH_DTYPES, dtype_name, l
 from lumen.sampling.source_images import file_source
 from lumen.training.controlnet import controlnet_from_unet, load_controlnet, lumen_metadata, write_lumen_json
 from lumen.training.task import ControlNetTask, build_optimizer
+from lumen_train.cache_over_processes import verify_cache_split
 from lumen_train.checkpointing import (
     checkpoint_folders,
     checkpoint_problems,
@@ -52,7 +53,6 @@ from lumen_train.checkpointing import (
     save_checkpoint,
 )
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.layout_cache import verify_cache_split
 from lumen_train.validation import build_validation_set, files_validation_set, run_validation, validation_metrics
 
 logger = logging.getLogger(__name__)

@@ -158,7 +158,7 @@ from lumen.config import DataConfig
 from lumen.data.dataset import SplitDataset
 from lumen.data.problems import ProblemLog
 from lumen.data.sources.coco import read_split, resolve_split_paths
-from lumen.layout.pca_samples import extract_samples, plan_samples
+from lumen.layout.pca_vectors import extract_samples, plan_samples
 from lumen.pretrained import load_sd_components
 model, root, num_images = sys.argv[1], sys.argv[2], int(sys.argv[3])
 p = load_sd_components(model)

@@ -121,7 +121,7 @@ def test_encoding_stops_as_soon_as_the_bad_image_limit_is_certain(fitted, tiny_a
     shutil.copytree(synthetic_root, data)
     for path in sorted((data / "train2017").glob("*.jpg"))[:3]:
         path.write_bytes(b"not a jpeg")
-    from lumen_train import layout_cache as encoding
+    from lumen_train import cache_over_processes as encoding
 
     calls = []
     real = encoding.write_shard

@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA as SkPCA
 
 from lumen.artifacts import DamagedArtifactError
 from lumen.layout.pca import PCANotFoundError, fit_pca, load_pca, save_pca
-from lumen.layout.pca_samples import plan_samples
+from lumen.layout.pca_vectors import plan_samples
 
 
 def low_rank_data(n=3000, dim=96, rank=12, seed=0):

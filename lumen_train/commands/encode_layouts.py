@@ -20,8 +20,8 @@ from lumen.layout.cache import check_cache_settings, load_cache, write_cache_set
 from lumen.layout.encoder import LayoutEncoder
 from lumen.layout.pca import load_pca
 from lumen.layout.settings import check_pca_matches
+from lumen_train.cache_over_processes import encode_split, encode_stream_split
 from lumen_train.distributed import close_processes, lock_folder_on_main, make_accelerator
-from lumen_train.layout_cache import encode_split, encode_stream_split
 
 PROG = "lumen encode-layouts"
 # The config sections it reads (its --help lists only these and the top-level keys).

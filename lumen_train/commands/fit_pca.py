@@ -23,7 +23,7 @@ from lumen.build import build_extractor, layout_dtype, layout_settings, load_com
 from lumen.config import LumenConfig, config_from_argv, to_yaml
 from lumen.data.problems import ProblemLog
 from lumen.layout.pca import PLOT_FILE, PCASettingsError, fit_pca, reuse_existing_pca, save_pca
-from lumen.layout.pca_samples import SamplePlan, extract_samples, images_wanted, plan_samples
+from lumen.layout.pca_vectors import SamplePlan, extract_samples, images_wanted, plan_samples
 from lumen.pretrained import dtype_name
 from lumen_train.distributed import close_processes, gather_rows, make_accelerator
 
