@@ -98,4 +98,4 @@ def write_hf_dataset(out: str | Path, splits: Mapping[str, CaptionedImages]) -> 
 
 SPEC: DataSourceSpec = register(DataSourceSpec(
     name="hf_dataset", summary="a Hugging Face dataset: a save_to_disk folder or a dataset id",
-    read_split=read, write=write_hf_dataset))
+    read_split=read, write=write_hf_dataset, named_columns=True))

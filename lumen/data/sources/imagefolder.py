@@ -83,4 +83,4 @@ def write_imagefolder(out: str | Path, splits: Mapping[str, CaptionedImages]) ->
 
 SPEC: DataSourceSpec = register(DataSourceSpec(
     name="imagefolder", summary="a folder of images with metadata.jsonl or metadata.csv (split subfolders optional)",
-    read_split=read, write=write_imagefolder))
+    read_split=read, write=write_imagefolder, named_columns=True))

@@ -30,6 +30,8 @@ class DataSourceSpec:
     open_stream: a streaming source's split: ``(data, split, check_ends) -> stream`` (see
         ``lumen.data.sources.webdataset.WebDatasetSplit``).
     label_maps: where a split's label maps lie (None: the source has none, or this split has none).
+    named_columns: images and captions are named columns (or members): ``data.image_column`` and
+        ``data.caption_column`` choose them, and a missing one is refused naming those there are.
     """
 
     name: str
@@ -39,6 +41,7 @@ class DataSourceSpec:
     streams: bool = False
     open_stream: Optional[Callable[[DataConfig, str, bool], Any]] = None
     label_maps: Optional[Callable[[DataConfig, str], Optional[Path]]] = None
+    named_columns: bool = False
 
 
 DATA_SOURCES: dict[str, DataSourceSpec] = {}

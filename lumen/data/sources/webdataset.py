@@ -319,4 +319,4 @@ def write_webdataset(out: str | Path, splits: Mapping[str, CaptionedImages], sha
 
 SPEC: DataSourceSpec = register(DataSourceSpec(
     name="webdataset", summary="tar shards of image + caption members, read streaming (local or fsspec URLs)",
-    read_split=read, write=write_webdataset, streams=True, open_stream=open_stream))
+    read_split=read, write=write_webdataset, streams=True, open_stream=open_stream, named_columns=True))
