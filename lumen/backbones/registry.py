@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from lumen.backbones.transformer import BackboneError
+from lumen.registry import add_entry, find_entry
 
 if TYPE_CHECKING:
     from lumen.backbones.base import FeatureExtractor
@@ -70,14 +71,9 @@ BACKBONES: dict[str, BackboneSpec] = {}
 
 def register(spec: BackboneSpec) -> BackboneSpec:
     """Add ``spec`` to ``BACKBONES`` (by the module that defines the backbone, when it is imported)."""
-    if spec.name in BACKBONES:
-        raise ValueError(f"a backbone named {spec.name!r} is registered already")
-    BACKBONES[spec.name] = spec
-    return spec
+    return add_entry(BACKBONES, spec, "backbone")
 
 
 def get_backbone(name: str) -> BackboneSpec:
     """The spec of ``layout.backbone=name``; an unknown name is refused with the registered ones."""
-    if name not in BACKBONES:
-        raise BackboneError(f"layout.backbone={name} is not a backbone; registered: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    return find_entry(BACKBONES, name, "layout.backbone", BackboneError)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lumen.registry import add_entry
+
 
 def layout_cosine(generated: torch.Tensor, source: torch.Tensor) -> float:
     """Mean per-pixel cosine similarity of two layouts ``(N, h, w)``."""
@@ -120,10 +122,7 @@ METRICS: dict[str, MetricSpec] = {}
 
 
 def register(spec: MetricSpec) -> MetricSpec:
-    if spec.name in METRICS:
-        raise ValueError(f"a metric named {spec.name!r} is registered already")
-    METRICS[spec.name] = spec
-    return spec
+    return add_entry(METRICS, spec, "metric")
 
 
 def _cosine_to_others(c: ImageContext) -> Optional[float]:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from lumen.config import DataConfig
 from lumen.data.split_index import SplitIndex
-from lumen.errors import LumenError
+from lumen.registry import add_entry, find_entry
 
 # What a writer takes: split name -> its (image file, captions) pairs.
 CaptionedImages = Sequence[tuple[Path, Sequence[str]]]
@@ -49,16 +49,12 @@ DATA_SOURCES: dict[str, DataSourceSpec] = {}
 
 def register(spec: DataSourceSpec) -> DataSourceSpec:
     """Add ``spec`` to ``DATA_SOURCES`` (by the module that defines the source, when it is imported)."""
-    if spec.name in DATA_SOURCES:
-        raise ValueError(f"a data source named {spec.name!r} is registered already")
-    DATA_SOURCES[spec.name] = spec
-    return spec
+    return add_entry(DATA_SOURCES, spec, "data source")
 
 
 def get_data_source(name: str) -> DataSourceSpec:
-    if name not in DATA_SOURCES:
-        raise LumenError(f"data.source={name} is not a data source; registered: {', '.join(DATA_SOURCES)}")
-    return DATA_SOURCES[name]
+    """The spec of ``data.source=name``; an unknown name is refused with the registered ones."""
+    return find_entry(DATA_SOURCES, name, "data.source")
 
 
 def read_data_split(data: DataConfig, split: str, load_stuff: bool = False, head: Optional[int] = None,
