@@ -45,6 +45,7 @@ def describe_keys(cls: Any = LumenConfig, prefix: str = "", sections: Optional[S
         lines += textwrap.wrap(f.metadata.get("doc", ""), width=110, initial_indent="      ",
                                subsequent_indent="      ")
     for key, section in nested:
-        lines += ["", f"{key}: {(section.__doc__ or '').strip().splitlines()[0]}"]
+        summary = " ".join((section.__doc__ or "").strip().split("\n\n")[0].split())  # its first paragraph
+        lines += ["", *textwrap.wrap(f"{key}: {summary}", width=114, subsequent_indent="  ")]
         lines += describe_keys(section, key + ".")
     return lines
